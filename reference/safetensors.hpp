@@ -1,0 +1,89 @@
+// The safetensors file format: read and write, with every header field validated.
+// Leaves out: sharded checkpoints and FP8 block dequantization (checkpoint.hpp builds on this).
+//
+// Format (https://huggingface.co/docs/safetensors): an 8-byte little-endian unsigned header
+// length N, then N bytes of JSON, then the raw data. The JSON maps each tensor name to
+// {"dtype": "F32", "shape": [rows, cols], "data_offsets": [begin, end]}, offsets relative to
+// the end of the header; the optional key "__metadata__" maps strings to strings. Data is
+// little-endian and row-major (C order).
+//
+// Reading never trusts the file: the header length, the JSON, each dtype, shape and offset
+// range, and the absence of overlaps are all checked before any byte of data is touched,
+// and errors name the file, the tensor and what was expected.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace dsr1::safetensors {
+
+enum class DType { F64, F32, F16, BF16, F8_E4M3, I64, I32, I16, I8, U8, BOOL };
+
+// "F32" <-> DType::F32; throws std::runtime_error for names the format does not define here.
+DType dtype_from_string(const std::string& s);
+std::string to_string(DType d);
+std::size_t dtype_size(DType d);
+
+// Exact decoders for the narrow float formats (every value is exactly a double).
+double decode_bf16(std::uint16_t bits);
+double decode_f16(std::uint16_t bits);
+double decode_e4m3(std::uint8_t bits);  // float8_e4m3fn: no infinities, 0x7F/0xFF are NaN
+// Round-to-nearest-even encoders, used to write test checkpoints in narrow formats.
+std::uint16_t encode_bf16(float x);
+std::uint16_t encode_f16(float x);
+std::uint8_t encode_e4m3(float x);  // saturates to +-448
+
+struct TensorInfo {
+  std::string name;
+  DType dtype = DType::F32;
+  std::vector<std::uint64_t> shape;  // row-major
+  std::uint64_t begin = 0, end = 0;  // byte offsets relative to the data section
+  std::uint64_t numel() const;
+};
+
+// A tensor to be written: values are given as doubles (row-major) and stored as `dtype`.
+struct NamedTensor {
+  std::string name;
+  std::vector<std::uint64_t> shape;
+  std::vector<double> data;
+  DType dtype = DType::F64;
+};
+
+// Writes a safetensors file. Tensors are stored in the order given; the header is padded
+// with spaces to a multiple of 8 bytes as the reference implementation does.
+void write(const std::string& path, const std::vector<NamedTensor>& tensors,
+           const std::map<std::string, std::string>& metadata = {});
+
+// A read-only, memory-mapped safetensors file. Tensors are decoded lazily, by name.
+class File {
+ public:
+  explicit File(const std::string& path);
+  ~File();
+  File(const File&) = delete;
+  File& operator=(const File&) = delete;
+
+  const std::string& path() const { return path_; }
+  const std::vector<TensorInfo>& tensors() const { return tensors_; }  // in file order
+  const std::map<std::string, std::string>& metadata() const { return metadata_; }
+  bool has(const std::string& name) const;
+  const TensorInfo& info(const std::string& name) const;  // throws, naming file and tensor
+
+  // The tensor's values converted exactly to double, row-major.
+  std::vector<double> read(const std::string& name) const;
+  // The raw little-endian bytes of a tensor (for byte-exact comparisons).
+  const std::uint8_t* raw(const std::string& name) const;
+
+ private:
+  std::string path_;
+  std::vector<TensorInfo> tensors_;
+  std::map<std::string, std::size_t> index_;
+  std::map<std::string, std::string> metadata_;
+  const std::uint8_t* map_ = nullptr;
+  std::size_t map_size_ = 0;
+  std::uint64_t data_start_ = 0;
+};
+
+}  // namespace dsr1::safetensors
