@@ -1,0 +1,558 @@
+#!/usr/bin/python3
+"""Checks `dsr1 run` logits against the independent numpy implementation (deepseek_np.py).
+
+  check_logits.py --dsr1 BUILD/dsr1 --preset tiny-v3 --seed 1 --tokens 3,17,5,99,42,7 --workdir DIR
+                  [--dtype f32|bf16|fp8] [--shards N] [--attn naive|absorbed] [--decode-from P]
+                  [--rtol R] [--require-mtp]
+  check_logits.py --self-test [--workdir DIR]
+
+1. dsr1 init-model writes DIR/model (config.json + safetensors, HF names);
+2. dsr1 run writes DIR/out.safetensors holding `logits` [T, V] (float64);
+3. deepseek_np computes logits from DIR/model; both are compared row by row:
+       err_t = max_v |dsr1[t, v] - numpy[t, v]| / max_v |numpy[t, v]|
+   and the check passes iff max_t err_t <= rtol and the argmax of every row agrees.
+   If the dump holds `mtp.logits` [T-1, V] and the checkpoint has an MTP layer, it is compared
+   the same way. Exit status 0 on agreement, 1 otherwise.
+"""
+
+import argparse
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import numpy as np  # noqa: E402
+
+import deepseek_np as ds  # noqa: E402
+import safetensors_np as st  # noqa: E402
+
+# Both sides compute in float64 from the same exactly-decoded weights, so they differ only by
+# rounding order (BLAS blocking, absorbed vs naive association, cached vs full attention).
+# Measured differences are ~1e-15 relative to the row scale (see docs/independent-check.md);
+# 1e-9 leaves room for error growth through layers while any wrong formula (a missing mscale,
+# a wrong RoPE pair, a wrong expert) shows up at 1e-3 or more.
+DEFAULT_RTOL = 1e-9
+
+
+def row_errors(got, want):
+    """err_t = max_v |got - want| / max_v |want|, one value per row t."""
+    scale = np.max(np.abs(want), axis=1)
+    scale = np.where(scale > 0, scale, 1.0)
+    return np.max(np.abs(got - want), axis=1) / scale
+
+
+def compare(label, got, want, rtol):
+    """Prints a summary; returns True iff shapes match, err <= rtol and argmaxes agree."""
+    if got.shape != want.shape:
+        print(f"FAIL {label}: dsr1 shape {list(got.shape)} != numpy shape {list(want.shape)}")
+        return False
+    if not np.all(np.isfinite(got)):
+        print(f"FAIL {label}: dsr1 values are not all finite")
+        return False
+    err = row_errors(got, want)
+    worst = int(np.argmax(err))
+    am_got, am_want = np.argmax(got, axis=1), np.argmax(want, axis=1)
+    ok_err = bool(np.max(err) <= rtol)
+    ok_arg = bool(np.all(am_got == am_want))
+    print(f"{label}: T={got.shape[0]} V={got.shape[1]}  max row-relative error {np.max(err):.3e} "
+          f"(row {worst}) vs rtol {rtol:.1e}: {'ok' if ok_err else 'TOO LARGE'}")
+    print(f"{label}: argmax dsr1  {am_got.tolist()}")
+    print(f"{label}: argmax numpy {am_want.tolist()}: {'agree' if ok_arg else 'DISAGREE'}")
+    if not ok_err:
+        for t in range(got.shape[0]):
+            v = int(np.argmax(np.abs(got[t] - want[t])))
+            print(f"  row {t}: err {err[t]:.3e}  worst v={v}: dsr1 {got[t, v]:.17g} numpy {want[t, v]:.17g}")
+    return ok_err and ok_arg
+
+
+def run(cmd):
+    print("$ " + " ".join(cmd), flush=True)
+    r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if r.returncode != 0:
+        print(r.stdout)
+        print(f"FAIL: command exited with status {r.returncode}")
+        sys.exit(1)
+    return r.stdout
+
+
+def check_against_dsr1(a):
+    tokens = [int(t) for t in a.tokens.split(",")]
+    os.makedirs(a.workdir, exist_ok=True)
+    model_dir = os.path.join(a.workdir, "model")
+    dump = os.path.join(a.workdir, "out.safetensors")
+    if os.path.exists(model_dir):
+        shutil.rmtree(model_dir)
+    if os.path.exists(dump):
+        os.remove(dump)
+
+    init = [a.dsr1, "init-model", "--preset", a.preset, "--seed", str(a.seed), "--out", model_dir]
+    if a.dtype:
+        init += ["--dtype", a.dtype]
+    if a.shards:
+        init += ["--shards", str(a.shards)]
+    run(init)
+    cmd = [a.dsr1, "run", "--model", model_dir, "--tokens", ",".join(map(str, tokens)), "--dump", dump]
+    if a.attn:
+        cmd += ["--attn", a.attn]
+    if a.decode_from is not None:
+        cmd += ["--decode-from", str(a.decode_from)]
+    run(cmd)
+
+    out = st.SafetensorsFile(dump)
+    if "logits" not in out.entries:
+        print(f"FAIL: {dump} holds no tensor named logits")
+        return 1
+    got = out.raw("logits")
+
+    t0 = time.time()
+    model = ds.Model(model_dir)
+    c = model.cfg
+    want, h_final = model.forward(tokens, return_hidden=True)
+    print(f"numpy forward: {time.time() - t0:.2f} s; {describe(c, len(tokens))}")
+    ok = compare("logits", got, want, a.rtol)
+
+    if model.has_mtp() and "mtp.logits" in out.entries:
+        ok = compare("mtp.logits", out.raw("mtp.logits"), model.mtp_forward(tokens, h_final), a.rtol) and ok
+    elif a.require_mtp:
+        print("FAIL: --require-mtp, but the checkpoint has no MTP layer or the dump no mtp.logits")
+        ok = False
+    elif model.has_mtp():
+        print("mtp.logits: not in the dump; MTP not compared")
+    print("PASS" if ok else "FAIL")
+    return 0 if ok else 1
+
+
+def describe(c, T):
+    parts = [f"{c.model_type} L={c.L} d={c.d} n_h={c.n_h} r_q={c.r_q} r_kv={c.r_kv}"]
+    if c.N_r is not None:
+        parts.append(f"MoE N_r={c.N_r} K={c.K} {c.scoring_func}/{c.topk_method} groups {c.topk_group}/{c.n_group}"
+                     f" norm={c.norm_topk_prob} scale={c.routed_scaling_factor}")
+    if c.yarn:
+        L0 = c.rope_scaling["original_max_position_embeddings"]
+        parts.append(f"yarn factor={c.rope_scaling['factor']} L0={L0} (positions 0..{T - 1}"
+                     f"{', past L0' if T - 1 >= L0 else ', all below L0'}) s_eff={c.s_eff:.8f}")
+    return "; ".join(parts)
+
+
+# ============================================================================================
+# Self-test: the numpy implementation on checkpoints it writes itself, without dsr1.
+# ============================================================================================
+
+class SelfTest:
+    def __init__(self):
+        self.failures = 0
+        self.count = 0
+
+    def check(self, name, ok, detail=""):
+        self.count += 1
+        if not ok:
+            self.failures += 1
+        print(f"[{'ok' if ok else 'FAIL'}] {name}" + (f"  ({detail})" if detail else ""), flush=True)
+
+    def close(self, name, got, want, rtol, atol=0.0):
+        got, want = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64)
+        if got.shape != want.shape:
+            self.check(name, False, f"shape {got.shape} vs {want.shape}")
+            return
+        err = np.max(np.abs(got - want) - (atol + rtol * np.abs(want))) if got.size else -1
+        dev = np.max(np.abs(got - want) / np.maximum(np.abs(want), 1e-300)) if got.size else 0
+        self.check(name, err <= 0, f"max rel diff {dev:.2e}, rtol {rtol:.0e}")
+
+
+# A V3-style tiny config: q-LoRA, sigmoid + bias, 2-of-4 groups, one dense layer, MTP, YaRN.
+TINY_V3 = {
+    "model_type": "deepseek_v3", "vocab_size": 50, "hidden_size": 32, "intermediate_size": 48,
+    "moe_intermediate_size": 12, "num_hidden_layers": 3, "num_attention_heads": 4,
+    "num_key_value_heads": 4, "n_shared_experts": 1, "n_routed_experts": 8, "num_experts_per_tok": 3,
+    "n_group": 4, "topk_group": 2, "routed_scaling_factor": 2.5, "first_k_dense_replace": 1,
+    "moe_layer_freq": 1, "q_lora_rank": 24, "kv_lora_rank": 16, "qk_nope_head_dim": 8,
+    "qk_rope_head_dim": 4, "v_head_dim": 6, "rms_norm_eps": 1e-6, "rope_theta": 10000.0,
+    "rope_scaling": {"type": "yarn", "factor": 40.0, "original_max_position_embeddings": 4,
+                     "beta_fast": 32, "beta_slow": 1, "mscale": 1.0, "mscale_all_dim": 1.0},
+    "max_position_embeddings": 160, "scoring_func": "sigmoid", "topk_method": "noaux_tc",
+    "norm_topk_prob": True, "num_nextn_predict_layers": 1, "tie_word_embeddings": False,
+    "hidden_act": "silu",
+}
+# A V2-Lite-style tiny config: no q-LoRA (q_proj), softmax greedy, no grouping, no bias.
+TINY_V2_LITE = dict(TINY_V3, model_type="deepseek_v2", q_lora_rank=None, n_group=1, topk_group=1,
+                    n_shared_experts=2, routed_scaling_factor=1.0, scoring_func="softmax",
+                    topk_method="greedy", norm_topk_prob=False, num_nextn_predict_layers=0,
+                    rope_scaling=dict(TINY_V3["rope_scaling"], mscale=0.707, mscale_all_dim=0.707))
+# A V2-style tiny config: softmax group_limited_greedy (group max), factor 16.
+TINY_V2 = dict(TINY_V2_LITE, q_lora_rank=24, n_group=4, topk_group=2, routed_scaling_factor=16.0,
+               topk_method="group_limited_greedy")
+
+
+def checkpoint_shapes(cfg):
+    """HF name -> shape for every tensor of a config (§11)."""
+    c = ds.Config(cfg)
+    d, n_h, dn, dr, dv = c.d, c.n_h, c.d_nope, c.d_rope, c.d_v
+    shapes = {"model.embed_tokens.weight": (c.V, d), "model.norm.weight": (d,), "lm_head.weight": (c.V, d)}
+
+    def layer(l):
+        p = f"model.layers.{l}."
+        s = {p + "input_layernorm.weight": (d,), p + "post_attention_layernorm.weight": (d,)}
+        a = p + "self_attn."
+        if c.r_q:
+            s[a + "q_a_proj.weight"] = (c.r_q, d)
+            s[a + "q_a_layernorm.weight"] = (c.r_q,)
+            s[a + "q_b_proj.weight"] = (n_h * (dn + dr), c.r_q)
+        else:
+            s[a + "q_proj.weight"] = (n_h * (dn + dr), d)
+        s[a + "kv_a_proj_with_mqa.weight"] = (c.r_kv + dr, d)
+        s[a + "kv_a_layernorm.weight"] = (c.r_kv,)
+        s[a + "kv_b_proj.weight"] = (n_h * (dn + dv), c.r_kv)
+        s[a + "o_proj.weight"] = (d, n_h * dv)
+        m = p + "mlp."
+        if c.is_moe_layer(l):
+            s[m + "gate.weight"] = (c.N_r, d)
+            if c.topk_method == "noaux_tc":
+                s[m + "gate.e_score_correction_bias"] = (c.N_r,)
+            for j in range(c.N_r):
+                for nm, sh in (("gate_proj", (c.I_e, d)), ("up_proj", (c.I_e, d)), ("down_proj", (d, c.I_e))):
+                    s[f"{m}experts.{j}.{nm}.weight"] = sh
+            if c.N_s:
+                w = c.N_s * c.I_e
+                for nm, sh in (("gate_proj", (w, d)), ("up_proj", (w, d)), ("down_proj", (d, w))):
+                    s[f"{m}shared_experts.{nm}.weight"] = sh
+        else:
+            for nm, sh in (("gate_proj", (c.I, d)), ("up_proj", (c.I, d)), ("down_proj", (d, c.I))):
+                s[f"{m}{nm}.weight"] = sh
+        return s
+
+    for l in range(c.L):
+        shapes.update(layer(l))
+    if c.n_mtp:
+        p = f"model.layers.{c.L}."
+        shapes.update(layer(c.L))
+        shapes.update({p + "embed_tokens.weight": (c.V, d), p + "enorm.weight": (d,), p + "hnorm.weight": (d,),
+                       p + "eh_proj.weight": (d, 2 * d), p + "shared_head.norm.weight": (d,),
+                       p + "shared_head.head.weight": (c.V, d)})
+    return shapes
+
+
+def is_fp8_weight(name):
+    """§10: linear weights of attention and FFNs are FP8; embeddings, norms, router, eh_proj are not."""
+    if not name.endswith(".weight") or "layernorm" in name or "norm.weight" in name:
+        return False
+    return any(k in name for k in ("self_attn.", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj",
+                                   "mlp.experts.", "mlp.shared_experts."))
+
+
+def random_weights(cfg, seed):
+    """Weights with values exact in every storage dtype: FP8-representable linear weights times a
+    per-block power-of-two-ish scale, and bf16-representable everything else.
+
+    Returns {name: (float64 values, fp8 codes or None, scale_inv or None)}.
+    """
+    rng = np.random.default_rng(seed)
+    finite_codes = np.array([b for b in range(256) if not math.isnan(st.E4M3_TABLE[b])])
+    out = {}
+    for name, shape in checkpoint_shapes(cfg).items():
+        if is_fp8_weight(name):
+            rows, cols = shape
+            # codes with |value| <= 2 mostly: e4m3 exponent field <= 8
+            small = finite_codes[(finite_codes & 0x78) <= (8 << 3)]
+            codes = rng.choice(small, size=shape).astype(np.uint8)
+            grid = (math.ceil(rows / 128), math.ceil(cols / 128))
+            # scale = (1 + k/8) / sqrt(in): 4 significant bits, so products stay exact in float32
+            base = 2.0 ** -round(math.log2(math.sqrt(cols)))
+            scale = base * (1 + rng.integers(0, 8, size=grid) / 8.0) / 2.0
+            values = st.block_dequant(st.E4M3_TABLE[codes], scale, name)
+            out[name] = (values, codes, scale)
+        else:
+            if name.endswith("norm.weight") or "layernorm" in name:
+                v = 1.0 + 0.25 * rng.standard_normal(shape)
+            elif name.endswith("e_score_correction_bias"):
+                v = 0.5 * rng.standard_normal(shape)   # includes negative biases (P6)
+            elif "embed_tokens" in name:
+                v = rng.standard_normal(shape)
+            else:
+                v = rng.standard_normal(shape) / math.sqrt(shape[-1])
+            v = bf16_round(v)
+            out[name] = (v, None, None)
+    return out
+
+
+def bf16_round(v):
+    """Truncates to bf16 so that every storage dtype holds the value exactly."""
+    bits = np.asarray(v, dtype=np.float32).view(np.uint32) & np.uint32(0xFFFF0000)
+    return bits.view(np.float32).astype(np.float64)
+
+
+def write_checkpoint(directory, cfg, weights, dtype="F32", shards=1):
+    """Writes config.json and safetensors (dtype F64/F32/BF16 or FP8 = F8_E4M3 + scales + BF16 rest)."""
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, "config.json"), "w") as f:
+        json.dump(cfg, f, indent=1)
+    tensors = {}
+    for name, (values, codes, scale) in weights.items():
+        if dtype == "FP8" and codes is not None:
+            tensors[name] = ("F8_E4M3", values.shape, st.encode(codes, "F8_E4M3"))
+            tensors[name + "_scale_inv"] = ("F32", scale.shape, st.encode(scale, "F32"))
+        elif dtype == "FP8":
+            kind = "F32" if name.endswith("e_score_correction_bias") else "BF16"
+            tensors[name] = (kind, values.shape, st.encode(values, kind))
+        else:
+            tensors[name] = (dtype, values.shape, st.encode(values, dtype))
+    names = list(tensors)
+    if shards <= 1:
+        st.write(os.path.join(directory, "model.safetensors"), tensors)
+        return
+    weight_map = {}
+    per = math.ceil(len(names) / shards)
+    for k in range(shards):
+        fname = f"model-{k + 1:05d}-of-{shards:05d}.safetensors"
+        part = {n: tensors[n] for n in names[k * per:(k + 1) * per]}
+        st.write(os.path.join(directory, fname), part)
+        weight_map.update({n: fname for n in part})
+    with open(os.path.join(directory, "model.safetensors.index.json"), "w") as f:
+        json.dump({"metadata": {}, "weight_map": weight_map}, f, indent=1)
+
+
+class AbsorbedModel(ds.Model):
+    """The same model with MLA in the absorbed form (spec §4.3): a second route to the same
+    attention output, used only to cross-check the naive form's head slicing."""
+
+    def attention(self, x, prefix, positions):
+        c = self.cfg
+        T = x.shape[0]
+        n_h, dn, dr, dv, r_kv = c.n_h, c.d_nope, c.d_rope, c.d_v, c.r_kv
+        p = prefix + "self_attn."
+        if c.r_q:
+            c_q_hat = ds.rmsnorm(x @ self.w(p + "q_a_proj.weight").T, self.w(p + "q_a_layernorm.weight"), c.eps)
+            q = (c_q_hat @ self.w(p + "q_b_proj.weight").T).reshape(T, n_h, dn + dr)
+        else:
+            q = (x @ self.w(p + "q_proj.weight").T).reshape(T, n_h, dn + dr)
+        kv_a = x @ self.w(p + "kv_a_proj_with_mqa.weight").T
+        c_kv_hat = ds.rmsnorm(kv_a[:, :r_kv], self.w(p + "kv_a_layernorm.weight"), c.eps)
+        k_rope = ds.rope_interleaved(kv_a[:, r_kv:], positions, c.theta_prime, c.rope_amp)
+        q_rope = ds.rope_interleaved(q[:, :, dn:], positions, c.theta_prime, c.rope_amp)
+        W_kvb = self.w(p + "kv_b_proj.weight").reshape(n_h, dn + dv, r_kv)
+        o = np.zeros((T, n_h, dv))
+        for h in range(n_h):
+            A, B = W_kvb[h, :dn, :], W_kvb[h, dn:, :]             # W^UK_h, W^UV_h: [dn|dv, r_kv]
+            q_tilde = q[:, h, :dn] @ A                              # [T, r_kv]
+            for t in range(T):
+                sc = c.s_eff * (c_kv_hat[:t + 1] @ q_tilde[t] + k_rope[:t + 1] @ q_rope[t, h])
+                pr = ds.softmax(sc)
+                o[t, h] = B @ (pr @ c_kv_hat[:t + 1])
+        return o.reshape(T, n_h * dv) @ self.w(p + "o_proj.weight").T
+
+
+def self_test(workdir):
+    S = SelfTest()
+    tmp = workdir or tempfile.mkdtemp(prefix="dsr1-independent-")
+    os.makedirs(tmp, exist_ok=True)
+
+    # ---- FP8 e4m3 decoding, every class (spec §10), against hand values ----
+    hand = {0x00: 0.0, 0x80: -0.0, 0x01: 2.0 ** -9, 0x07: 7 * 2.0 ** -9, 0x08: 2.0 ** -6,
+            0x38: 1.0, 0xB8: -1.0, 0x3C: 1.5, 0x7E: 448.0, 0xFE: -448.0, 0x77: 240.0, 0x70: 128.0}
+    S.check("e4m3: zero, subnormal, normal and max values", all(st.E4M3_TABLE[b] == v for b, v in hand.items()))
+    nan_codes = [b for b in range(256) if math.isnan(st.E4M3_TABLE[b])]
+    S.check("e4m3: exactly 0x7F and 0xFF are NaN, no infinities", nan_codes == [0x7F, 0xFF]
+            and not np.any(np.isinf(st.E4M3_TABLE)))
+    S.check("e4m3: largest finite value is 448", np.nanmax(st.E4M3_TABLE) == 448.0)
+
+    # ---- block dequant with edge blocks against an explicit loop ----
+    rng = np.random.default_rng(5)
+    w = rng.standard_normal((130, 260))
+    s = rng.standard_normal((2, 3))
+    loop = np.empty_like(w)
+    for r in range(130):
+        for c in range(260):
+            loop[r, c] = w[r, c] * s[r // 128, c // 128]
+    S.check("fp8 block dequant: 130x260 with partial edge blocks equals the per-element rule",
+            np.array_equal(st.block_dequant(w, s), loop))
+    try:
+        st.block_dequant(w, s[:1])
+        S.check("fp8 block dequant: a wrong scale grid is rejected", False)
+    except st.SafetensorsError as e:
+        S.check("fp8 block dequant: a wrong scale grid is rejected", "expected [2, 3]" in str(e), str(e))
+
+    # ---- safetensors round trip and rejection ----
+    vals = bf16_round(rng.standard_normal((3, 5)))
+    tensors = {f"x_{dt}": (dt, vals.shape, st.encode(vals, dt)) for dt in ("F64", "F32", "F16", "BF16")}
+    p = os.path.join(tmp, "roundtrip.safetensors")
+    st.write(p, tensors)
+    f = st.SafetensorsFile(p)
+    S.check("safetensors: F64, F32, BF16 round trip exactly",
+            all(np.array_equal(f.raw(f"x_{dt}"), vals) for dt in ("F64", "F32", "BF16")))
+    S.close("safetensors: F16 round trip to half precision", f.raw("x_F16"), vals, 1e-3)
+    raw = open(p, "rb").read()
+    n_header = int.from_bytes(raw[:8], "little")
+    bad = {
+        "header length past the end": (10 ** 9).to_bytes(8, "little") + raw[8:],
+        "truncated data block": raw[:-4],
+        "bad JSON": raw[:8] + b"{" * n_header + raw[8 + n_header:],
+    }
+    for what, data in bad.items():
+        q = os.path.join(tmp, "bad.safetensors")
+        open(q, "wb").write(data)
+        try:
+            st.SafetensorsFile(q)
+            S.check(f"safetensors: rejects {what}", False)
+        except st.SafetensorsError as e:
+            S.check(f"safetensors: rejects {what}", "bad.safetensors" in str(e), str(e))
+
+    # ---- YaRN θ' and s_eff against the spec's tables (§4.5, §4.6: D = 64, factor 40, L0 = 4096) ----
+    full = dict(TINY_V3, qk_rope_head_dim=64, qk_nope_head_dim=128,
+                rope_scaling=dict(TINY_V3["rope_scaling"], original_max_position_embeddings=4096))
+    c = ds.Config(full)
+    S.check("yarn: low = 10, high = 23 for V3's rope_scaling", (c.yarn_low, c.yarn_high) == (10, 23))
+    table = {0: 1.0, 10: 5.623413252e-02, 11: 3.900692657e-02, 12: 2.687936011e-02, 16: 5.500000000e-03,
+             22: 1.778279410e-04, 23: 3.333803580e-05, 31: 3.333803580e-06}
+    S.close("yarn: θ'_i equals the spec's table", [c.theta_prime[i] for i in table], list(table.values()), 1e-9)
+    S.close("softmax scale: V3 s_eff = 0.13523378", c.s_eff, 0.13523378, 5e-8)
+    c2 = ds.Config(dict(full, rope_scaling=dict(full["rope_scaling"], mscale=0.707, mscale_all_dim=0.707)))
+    S.close("softmax scale: V2 s_eff = 0.11472139", c2.s_eff, 0.11472139, 5e-8)
+    S.check("yarn: cos/sin factor is exactly 1 when mscale = mscale_all_dim", c.rope_amp == 1.0 and c2.rope_amp == 1.0)
+
+    # ---- RoPE properties: norm preserved; q·k depends on m − n only (§4.6) ----
+    x = rng.standard_normal((1, 64))
+    y = rng.standard_normal((1, 64))
+    r = lambda v, pos: ds.rope_interleaved(v, [pos], c.theta_prime)
+    S.close("rope: rotation preserves the norm at position 5000",
+            np.linalg.norm(r(x, 5000)), np.linalg.norm(x), 1e-13)
+    d1 = float(r(x, 7000) @ r(y, 6990).T)
+    d2 = float(r(x, 10) @ r(y, 0).T)
+    S.close("rope: q(7000)·k(6990) equals q(10)·k(0)", d1, d2, 1e-10)
+    # pair layout: rotating pair 0 by angle pos·θ'_0 = pos (θ_0 = 1) moves x[0], x[1] only
+    e0 = np.zeros((1, 64))
+    e0[0, 0] = 1.0
+    S.close("rope: channel 0 rotates into channel 1 (adjacent pairs, P1)", r(e0, 1)[0, :2], [math.cos(1), math.sin(1)], 1e-15)
+
+    # ---- routing hand cases (§7) ----
+    def cfg_router(**kw):
+        base = dict(TINY_V3, n_routed_experts=4, num_experts_per_tok=2, n_group=2, topk_group=1)
+        base.update(kw)
+        return ds.Config(base)
+
+    logit = lambda p: math.log(p / (1 - p))         # sigmoid^-1, so scores are chosen directly
+    # V3: group 0 = experts 0,1 (scores .9, .1 -> top-2 sum 1.0, max .9); group 1 = 2,3 (.6, .55 ->
+    # sum 1.15, max .6). Top-2 sum keeps group 1 (P5); the max would keep group 0.
+    cv3 = cfg_router()
+    ell = np.array([logit(0.9), logit(0.1), logit(0.6), logit(0.55)])
+    e, g, info = ds.route(ell, cv3, np.zeros(4))
+    S.check("route V3: group score is the top-2 sum (P5)", e.tolist() == [2, 3], f"experts {e.tolist()}")
+    S.close("route V3: weights are renormalised, then x2.5", g, [2.5 * 0.6 / 1.15, 2.5 * 0.55 / 1.15], 1e-15)
+    # Bias chooses the group and the experts, but the weights use the unbiased scores.
+    cv3b = cfg_router(num_experts_per_tok=2, n_routed_experts=6, n_group=3, topk_group=1)
+    ell = np.array([logit(0.5), logit(0.5), logit(0.30), logit(0.25), logit(0.9), logit(0.9)])
+    bias = np.array([0.0, 0.0, -0.5, -0.5, -2.0, -2.0])
+    # biased: g0 = .5, .5 (1.0); g1 = -.2, -.25 (-.45); g2 = -1.1, -1.1 (-2.2): keeps g0 -> {0, 1}
+    e, g, info = ds.route(ell, cv3b, bias)
+    S.check("route V3: bias picks the group, weights ignore the bias (P4)",
+            e.tolist() == [0, 1] and np.allclose(g, [1.25, 1.25], rtol=1e-15, atol=0), f"{e.tolist()} {g.tolist()}")
+    cv3c = cfg_router(num_experts_per_tok=2, n_routed_experts=6, n_group=3, topk_group=2)
+    ell = np.array([logit(0.9), logit(0.1), logit(0.30), logit(0.25), logit(0.5), logit(0.5)])
+    bias = np.array([-1.0, -1.0, -0.5, -0.5, -2.0, -2.0])
+    # biased: g0 = -.1, -.9 (-1.0); g1 = -.2, -.25 (-.45); g2 = -1.5, -1.5 (-3.0).
+    # kept groups g1, g0; all their biased scores are negative: top-2 = expert 0 (-.1), 2 (-.2).
+    # Masking dropped g2 with 0 instead of −inf would choose 4 and 5 (0 > -.1).
+    e, g, info = ds.route(ell, cv3c, bias)
+    S.check("route V3: negative biased scores still beat dropped groups (−inf mask, P6)",
+            e.tolist() == [0, 2], f"experts {e.tolist()}")
+    # Ties: equal scores -> lower index first.
+    cvt = cfg_router(n_group=1, topk_group=1, num_experts_per_tok=2)
+    e, g, info = ds.route(np.array([0.3, 0.7, 0.7, 0.7]), cvt, np.zeros(4))
+    S.check("route: exact ties go to the lower index", e.tolist() == [1, 2], f"experts {e.tolist()}")
+    # V2 group_limited_greedy: group score is the max; weights unnormalised x16.
+    cv2 = ds.Config(dict(TINY_V2, n_routed_experts=4, num_experts_per_tok=2, n_group=2, topk_group=1))
+    ell = np.log(np.array([0.45, 0.05, 0.26, 0.24]))     # softmax gives these probabilities back
+    e, g, info = ds.route(ell, cv2)
+    S.check("route V2: group score is the max, keeps group 0", e.tolist() == [0, 1], f"experts {e.tolist()}")
+    S.close("route V2: weights = softmax x16, no renormalisation", g, [16 * 0.45, 16 * 0.05], 1e-14)
+    cvl = ds.Config(dict(TINY_V2_LITE, n_routed_experts=4, num_experts_per_tok=2))
+    e, g, info = ds.route(ell, cvl)
+    S.close("route V2-Lite greedy: top-2 of softmax, x1", g, [0.45, 0.26], 1e-14)
+    S.check("route V2-Lite greedy: experts 0, 2", e.tolist() == [0, 2])
+
+    # ---- whole models on checkpoints written here ----
+    tokens = [3, 17, 5, 49, 42, 7, 0, 23, 11]    # 9 tokens: positions 4..8 are past L0 = 4
+    for label, cfg in (("tiny-v3", TINY_V3), ("tiny-v2-lite", TINY_V2_LITE), ("tiny-v2", TINY_V2)):
+        weights = random_weights(cfg, 7)
+        ref_dir = os.path.join(tmp, label + "-f64")
+        write_checkpoint(ref_dir, cfg, weights, "F64")
+        m = ds.Model(ref_dir)
+        logits, h_final = m.forward(tokens, return_hidden=True)
+        S.check(f"{label}: logits are [T, V] and finite", logits.shape == (len(tokens), cfg["vocab_size"])
+                and np.all(np.isfinite(logits)))
+        # causality: a prefix gives the same logits as the full sequence's first rows
+        prefix = ds.Model(ref_dir).forward(tokens[:4])
+        S.close(f"{label}: causal: logits of a 4-token prefix are unchanged by later tokens",
+                prefix, logits[:4], 1e-12, 1e-12 * np.max(np.abs(logits)))
+        # a second attention route: absorbed form (§4.3) gives the same logits
+        absorbed = AbsorbedModel(ref_dir).forward(tokens)
+        err = np.max(row_errors(absorbed, logits))
+        S.check(f"{label}: absorbed MLA gives the naive form's logits", err <= 1e-12, f"row-relative {err:.1e}")
+        # the same weights stored as F32, BF16, FP8 blocks and in shards load to the same logits
+        for dt, shards in (("F32", 1), ("BF16", 3), ("FP8", 1), ("FP8", 4)):
+            d2 = os.path.join(tmp, f"{label}-{dt}-{shards}")
+            write_checkpoint(d2, cfg, weights, dt, shards)
+            other = ds.Model(d2).forward(tokens)
+            S.check(f"{label}: {dt} checkpoint in {shards} file(s) gives identical logits",
+                    np.array_equal(other, logits))
+        if m.has_mtp():
+            mtp = m.mtp_forward(tokens, h_final)
+            S.check(f"{label}: MTP logits are [T-1, V] and finite", mtp.shape == (len(tokens) - 1, cfg["vocab_size"])
+                    and np.all(np.isfinite(mtp)))
+            p_log, p_h = ds.Model(ref_dir).forward(tokens[:5], return_hidden=True)
+            mtp_prefix = ds.Model(ref_dir).mtp_forward(tokens[:5], p_h)
+            S.close(f"{label}: MTP is causal too", mtp_prefix, mtp[:4], 1e-12, 1e-12 * np.max(np.abs(mtp)))
+
+    # ---- a missing FP8 scale is an error naming the tensor ----
+    d3 = os.path.join(tmp, "tiny-v3-FP8-1")
+    name = "model.layers.0.self_attn.o_proj.weight"
+    shard = st.SafetensorsFile(os.path.join(d3, "model.safetensors"))
+    kept = {n: (shard.dtype(n), shard.shape(n), open(shard.path, "rb").read()[shard.data_start + shard.entries[n][2]:
+                                                                             shard.data_start + shard.entries[n][3]])
+            for n in shard.names() if n != name + "_scale_inv"}
+    d4 = os.path.join(tmp, "tiny-v3-noscale")
+    os.makedirs(d4, exist_ok=True)
+    shutil.copy(os.path.join(d3, "config.json"), d4)
+    st.write(os.path.join(d4, "model.safetensors"), kept)
+    try:
+        ds.Model(d4).forward(tokens)
+        S.check("fp8: a weight without its scale is rejected", False)
+    except st.SafetensorsError as e:
+        S.check("fp8: a weight without its scale is rejected", name in str(e), str(e))
+
+    print(f"self-test: {S.count - S.failures}/{S.count} checks passed")
+    if not workdir:
+        shutil.rmtree(tmp)
+    return 0 if S.failures == 0 else 1
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--self-test", action="store_true", help="check the numpy implementation without dsr1")
+    ap.add_argument("--dsr1", help="path to the dsr1 program")
+    ap.add_argument("--preset", help="dsr1 init-model preset, e.g. tiny-v3")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--tokens", help="comma-separated token ids")
+    ap.add_argument("--workdir", help="directory for the checkpoint and the dump")
+    ap.add_argument("--dtype", choices=["f32", "bf16", "fp8"])
+    ap.add_argument("--shards", type=int)
+    ap.add_argument("--attn", choices=["naive", "absorbed"])
+    ap.add_argument("--decode-from", type=int)
+    ap.add_argument("--rtol", type=float, default=DEFAULT_RTOL)
+    ap.add_argument("--require-mtp", action="store_true", help="fail unless mtp.logits is compared")
+    a = ap.parse_args()
+    if a.self_test:
+        return self_test(a.workdir)
+    missing = [k for k in ("dsr1", "preset", "tokens", "workdir") if getattr(a, k) is None]
+    if missing:
+        ap.error("missing " + ", ".join("--" + k for k in missing))
+    return check_against_dsr1(a)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
