@@ -3,7 +3,7 @@
 
   check_logits.py --dsr1 BUILD/dsr1 --preset tiny-v3 --seed 1 --tokens 3,17,5,99,42,7 --workdir DIR
                   [--dtype f32|bf16|fp8] [--shards N] [--attn naive|absorbed] [--decode-from P]
-                  [--rtol R] [--require-mtp]
+                  [--rtol R] [--require-mtp] [--require-past-original]
   check_logits.py --self-test [--workdir DIR]
 
 1. dsr1 init-model writes DIR/model (config.json + safetensors, HF names);
@@ -74,7 +74,11 @@ def compare(label, got, want, rtol):
 
 def run(cmd):
     print("$ " + " ".join(cmd), flush=True)
-    r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    except OSError as e:
+        print(f"FAIL: cannot run {cmd[0]}: {e}")
+        sys.exit(1)
     if r.returncode != 0:
         print(r.stdout)
         print(f"FAIL: command exited with status {r.returncode}")
@@ -117,6 +121,12 @@ def check_against_dsr1(a):
     want, h_final = model.forward(tokens, return_hidden=True)
     print(f"numpy forward: {time.time() - t0:.2f} s; {describe(c, len(tokens))}")
     ok = compare("logits", got, want, a.rtol)
+    if a.require_past_original:
+        L0 = (c.rope_scaling or {}).get("original_max_position_embeddings") if c.yarn else None
+        past = L0 is not None and len(tokens) - 1 >= L0
+        print(f"positions 0..{len(tokens) - 1} vs original_max_position_embeddings {L0}: "
+              f"{'past it' if past else 'NOT past it (or no yarn)'}")
+        ok = ok and past
 
     if model.has_mtp() and "mtp.logits" in out.entries:
         ok = compare("mtp.logits", out.raw("mtp.logits"), model.mtp_forward(tokens, h_final), a.rtol) and ok
@@ -545,6 +555,8 @@ def main():
     ap.add_argument("--decode-from", type=int)
     ap.add_argument("--rtol", type=float, default=DEFAULT_RTOL)
     ap.add_argument("--require-mtp", action="store_true", help="fail unless mtp.logits is compared")
+    ap.add_argument("--require-past-original", action="store_true",
+                    help="fail unless the config uses yarn and the last position is >= original_max_position_embeddings")
     a = ap.parse_args()
     if a.self_test:
         return self_test(a.workdir)
