@@ -1,0 +1,143 @@
+// Blocked float32 matrix products (see gemm.hpp for the layout and the order of the sums).
+#include "reference/fast/gemm.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <stdexcept>
+
+#include "reference/fast/thread_pool.hpp"
+
+namespace dsr1::fast {
+namespace {
+
+// acc[j][i] = sum_k A(i, k) B(k, j) for an MR x N_COLS tile, then C = acc or C += acc.
+template <int N_COLS>
+[[gnu::always_inline]] inline void micro_kernel(std::int64_t kc, const float* __restrict a,
+                                                std::int64_t lda, const float* __restrict b,
+                                                std::int64_t bk, std::int64_t bj,
+                                                float* __restrict c, std::int64_t ldc,
+                                                std::int64_t m_valid, bool accumulate) {
+  float acc[N_COLS][MR];
+  for (int j = 0; j < N_COLS; ++j)
+    for (int i = 0; i < MR; ++i) acc[j][i] = 0.0f;
+  for (std::int64_t k = 0; k < kc; ++k) {
+    const float* ak = a + k * lda;
+    const float* bkp = b + k * bk;
+    for (int j = 0; j < N_COLS; ++j) {
+      const float bv = bkp[j * bj];
+      for (int i = 0; i < MR; ++i) acc[j][i] += ak[i] * bv;
+    }
+  }
+  if (m_valid == MR) {
+    for (int j = 0; j < N_COLS; ++j) {
+      float* cj = c + j * ldc;
+      if (accumulate)
+        for (int i = 0; i < MR; ++i) cj[i] += acc[j][i];
+      else
+        for (int i = 0; i < MR; ++i) cj[i] = acc[j][i];
+    }
+  } else {
+    for (int j = 0; j < N_COLS; ++j) {
+      float* cj = c + j * ldc;
+      for (std::int64_t i = 0; i < m_valid; ++i) cj[i] = accumulate ? cj[i] + acc[j][i] : acc[j][i];
+    }
+  }
+}
+
+}  // namespace
+
+DSR1_FAST_CLONES
+void gemm_panels(std::int64_t m, std::int64_t n, std::int64_t kc, const float* a,
+                 std::int64_t a_panel, std::int64_t lda, const float* b, std::int64_t b_panel,
+                 std::int64_t bk, std::int64_t bj, float* c, std::int64_t ldc, bool accumulate) {
+  for (std::int64_t j0 = 0; j0 < n; j0 += NR) {
+    const float* bp = b + (j0 / NR) * b_panel;
+    const std::int64_t n_cols = std::min<std::int64_t>(NR, n - j0);
+    for (std::int64_t p = 0; p * MR < m; ++p) {
+      const float* ap = a + p * a_panel;
+      float* cp = c + p * MR + j0 * ldc;
+      const std::int64_t m_valid = std::min<std::int64_t>(MR, m - p * MR);
+      switch (n_cols) {
+        case 8: micro_kernel<8>(kc, ap, lda, bp, bk, bj, cp, ldc, m_valid, accumulate); break;
+        case 7: micro_kernel<7>(kc, ap, lda, bp, bk, bj, cp, ldc, m_valid, accumulate); break;
+        case 6: micro_kernel<6>(kc, ap, lda, bp, bk, bj, cp, ldc, m_valid, accumulate); break;
+        case 5: micro_kernel<5>(kc, ap, lda, bp, bk, bj, cp, ldc, m_valid, accumulate); break;
+        case 4: micro_kernel<4>(kc, ap, lda, bp, bk, bj, cp, ldc, m_valid, accumulate); break;
+        case 3: micro_kernel<3>(kc, ap, lda, bp, bk, bj, cp, ldc, m_valid, accumulate); break;
+        case 2: micro_kernel<2>(kc, ap, lda, bp, bk, bj, cp, ldc, m_valid, accumulate); break;
+        default: micro_kernel<1>(kc, ap, lda, bp, bk, bj, cp, ldc, m_valid, accumulate); break;
+      }
+    }
+  }
+}
+
+namespace {
+template <class Mat>
+PackedMatrix pack_any(const Mat& W) {
+  PackedMatrix P;
+  P.rows = static_cast<std::int64_t>(W.n_rows);
+  P.cols = static_cast<std::int64_t>(W.n_cols);
+  P.panels.assign(static_cast<std::size_t>(P.n_panels() * P.cols * MR), 0.0f);
+  const auto* w = W.memptr();
+  for (std::int64_t k = 0; k < P.cols; ++k)
+    for (std::int64_t i = 0; i < P.rows; ++i)
+      P.panels[static_cast<std::size_t>((i / MR) * P.cols * MR + k * MR + i % MR)] =
+          static_cast<float>(w[i + k * P.rows]);
+  return P;
+}
+}  // namespace
+
+PackedMatrix pack_matrix(const arma::mat& W) { return pack_any(W); }
+PackedMatrix pack_matrix(const arma::fmat& W) { return pack_any(W); }
+
+void gemm(const PackedMatrix& W, const float* X, std::int64_t ldx, std::int64_t N, float* Y,
+          std::int64_t ldy, bool accumulate, const Options& opt) {
+  const std::int64_t M = W.rows, K = W.cols;
+  if (ldx < K || ldy < M || N < 0)
+    throw std::invalid_argument(fmt::format(
+        "fast::gemm: W is [{} x {}], X has column stride {} (expected >= K={}), Y has column "
+        "stride {} (expected >= M={}), N = {}",
+        M, K, ldx, K, ldy, M, N));
+  if (opt.mc < 1 || opt.nc < 1 || opt.kc < 1)
+    throw std::invalid_argument(fmt::format(
+        "fast::gemm: block sizes mc={}, nc={}, kc={} must all be >= 1", opt.mc, opt.nc, opt.kc));
+  if (M == 0 || N == 0) return;
+  if (K == 0) {  // an empty sum: Y = 0 (or unchanged)
+    if (!accumulate)
+      for (std::int64_t j = 0; j < N; ++j) std::fill(Y + j * ldy, Y + j * ldy + M, 0.0f);
+    return;
+  }
+  const std::int64_t mc = (opt.mc + MR - 1) / MR * MR;  // whole panels per task
+  const std::int64_t nc = opt.nc, kc = opt.kc;
+  const std::int64_t row_blocks = (M + mc - 1) / mc, col_blocks = (N + nc - 1) / nc;
+  parallel_for(opt.threads, row_blocks * col_blocks, [&](std::int64_t task) {
+    const std::int64_t r0 = (task % row_blocks) * mc, c0 = (task / row_blocks) * nc;
+    const std::int64_t m = std::min(mc, M - r0), n = std::min(nc, N - c0);
+    const std::int64_t n_panels = (n + NR - 1) / NR;
+    thread_local std::vector<float> packed_x;
+    packed_x.resize(static_cast<std::size_t>(n_panels * std::min(kc, K) * NR));  // padding columns are never read
+    for (std::int64_t k0 = 0; k0 < K; k0 += kc) {
+      const std::int64_t kk = std::min(kc, K - k0);
+      // X(k0 + k, c0 + j) -> packed_x[(j / NR) * kk * NR + k * NR + j % NR].
+      for (std::int64_t j = 0; j < n; ++j) {
+        const float* xj = X + (c0 + j) * ldx + k0;
+        float* dst = packed_x.data() + (j / NR) * kk * NR + j % NR;
+        for (std::int64_t k = 0; k < kk; ++k) dst[k * NR] = xj[k];
+      }
+      gemm_panels(m, n, kk, W.panel(r0 / MR) + k0 * MR, K * MR, MR, packed_x.data(), kk * NR, NR,
+                  1, Y + r0 + c0 * ldy, ldy, accumulate || k0 > 0);
+    }
+  });
+}
+
+arma::fmat gemm(const PackedMatrix& W, const arma::fmat& X, const Options& opt) {
+  if (static_cast<std::int64_t>(X.n_rows) != W.cols)
+    throw std::invalid_argument(fmt::format("fast::gemm: W is [{} x {}] but X is [{} x {}]",
+                                            W.rows, W.cols, X.n_rows, X.n_cols));
+  arma::fmat Y(static_cast<arma::uword>(W.rows), X.n_cols);
+  gemm(W, X.memptr(), W.cols, static_cast<std::int64_t>(X.n_cols), Y.memptr(), W.rows, false, opt);
+  return Y;
+}
+
+}  // namespace dsr1::fast

@@ -1,0 +1,73 @@
+// Blocked float32 matrix products Y = W X for the fast path, with packed weights.
+// Leaves out: transposed operands and alpha/beta scaling (callers arrange their data instead).
+//
+// Layout. W [M, K] (out, in) is packed once into panels of MR = 32 rows: panel p holds rows
+// p*MR .. p*MR+MR-1 as K consecutive groups of MR floats (W(p*MR + r, k) at k*MR + r), the last
+// panel padded with zero rows. X [K, N] and Y [M, N] are column-major with one token per column,
+// as everywhere in dsr1.
+//
+// Blocking. A task computes one mc x nc block of Y. It walks the inner dimension in slices of
+// kc: for each slice it copies X's kc x nc block into panels of NR = 8 columns (X(k, j) at
+// k*NR + j), then runs the micro-kernel for every (NR-column panel, MR-row panel) pair. The
+// micro-kernel keeps an MR x NR tile of Y in registers (16 AVX-512 or 32 AVX2 vectors) and
+// adds a rank-1 update per k: one load of MR weights, NR broadcasts, NR*MR/16 FMAs. Its loops
+// have fixed trip counts, so GCC unrolls and vectorises them; the file is compiled for three
+// instruction sets (x86-64-v4 = AVX-512, v3 = AVX2+FMA, baseline SSE2) and the loader picks
+// one per machine (target_clones), so one binary runs on any x86-64 CPU.
+//
+// Order of the sums. Y(i, j) = sum over slices s of (sum over k in slice s of W(i,k) X(k,j)),
+// each slice summed from zero in k order and then added to Y in slice order. That order depends
+// on kc only: never on the thread count (options.hpp).
+#pragma once
+
+#include <armadillo>
+#include <cstdint>
+#include <vector>
+
+#include "reference/fast/options.hpp"
+
+// Compiles a function three times (AVX-512, AVX2+FMA, baseline x86-64); the loader picks the
+// best copy for the CPU it runs on, so no -march flag is needed and one binary runs anywhere.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define DSR1_FAST_CLONES \
+  __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define DSR1_FAST_CLONES
+#endif
+
+namespace dsr1::fast {
+
+inline constexpr std::int64_t MR = 32;  // rows of the micro-tile (weights' panel height)
+inline constexpr std::int64_t NR = 8;   // columns (tokens) of the micro-tile
+
+struct PackedMatrix {
+  std::int64_t rows = 0;      // M
+  std::int64_t cols = 0;      // K
+  std::vector<float> panels;  // ceil(M/MR) panels of K*MR floats
+  const float* panel(std::int64_t p) const { return panels.data() + p * cols * MR; }
+  std::int64_t n_panels() const { return (rows + MR - 1) / MR; }
+  std::int64_t bytes() const { return rows * cols * 4; }  // bytes of real (unpadded) weights
+};
+
+// Packs W [M, K] (converted to float32; the generator's weights are float32 values, so exactly).
+PackedMatrix pack_matrix(const arma::mat& W);
+PackedMatrix pack_matrix(const arma::fmat& W);
+
+// Y[:, 0..N-1] = W X (or += when accumulate). X: [K, N] with column stride ldx >= K;
+// Y: [M, N] with column stride ldy >= M. Parallel over mc x nc blocks of Y (options.hpp).
+void gemm(const PackedMatrix& W, const float* X, std::int64_t ldx, std::int64_t N, float* Y,
+          std::int64_t ldy, bool accumulate, const Options& opt);
+
+// Convenience: returns W X for X [K, N].
+arma::fmat gemm(const PackedMatrix& W, const arma::fmat& X, const Options& opt);
+
+// Single-threaded building block shared with attention: C[m, n] (+)= A B where
+//   A(r, k) = a[(r / MR) * a_panel + k * lda + r % MR]   (every panel must hold MR readable rows)
+//   B(k, j) = b[(j / NR) * b_panel + k * bk + (j % NR) * bj]
+//   C(r, j) = c[r + j * ldc]   (only rows r < m and columns j < n are written)
+// The sum over k = 0 .. kc-1 runs in order from zero and is then stored or added to C.
+void gemm_panels(std::int64_t m, std::int64_t n, std::int64_t kc, const float* a,
+                 std::int64_t a_panel, std::int64_t lda, const float* b, std::int64_t b_panel,
+                 std::int64_t bk, std::int64_t bj, float* c, std::int64_t ldc, bool accumulate);
+
+}  // namespace dsr1::fast

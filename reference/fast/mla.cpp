@@ -1,0 +1,263 @@
+// Absorbed MLA with flash-style blocked attention (see mla.hpp for the algorithm).
+#include "reference/fast/mla.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <stdexcept>
+#include <vector>
+
+#include "reference/fast/rmsnorm.hpp"
+#include "reference/fast/rope.hpp"
+#include "reference/fast/softmax.hpp"
+#include "reference/fast/thread_pool.hpp"
+#include "reference/rope.hpp"
+
+namespace dsr1::fast {
+namespace {
+
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+// Sets S(r, j) = -inf where key j (at position key_pos0 + j) is later than query r's position.
+// S: [ld, n_keys] column-major; q_pos[r] for r < R.
+void mask_future(float* S, std::int64_t ld, std::int64_t R, std::int64_t n_keys,
+                 std::int64_t key_pos0, const std::int64_t* q_pos) {
+  for (std::int64_t j = 0; j < n_keys; ++j)
+    for (std::int64_t r = 0; r < R; ++r)
+      if (key_pos0 + j > q_pos[r]) S[r + j * ld] = kNegInf;
+}
+
+// One step of the online softmax over a key block: S [ld, kb] holds the block's scores of rows
+// 0..R-1; on return it holds p = exp(S - m_new) (0 for masked keys), and m, l, alpha are
+// updated: m_new = max(m, max_j S), alpha = exp(m - m_new), l = alpha l + sum_j p (key order).
+DSR1_FAST_CLONES
+void online_softmax_block(float* S, std::int64_t ld, std::int64_t R, std::int64_t kb, float* m,
+                          float* l, float* alpha, float* m_new) {
+  for (std::int64_t r = 0; r < R; ++r) m_new[r] = m[r];
+  for (std::int64_t j = 0; j < kb; ++j)
+    for (std::int64_t r = 0; r < R; ++r) {
+      const float s = S[r + j * ld];
+      m_new[r] = s > m_new[r] ? s : m_new[r];
+    }
+  for (std::int64_t r = 0; r < R; ++r) {
+    alpha[r] = m[r] == kNegInf ? 0.0f : exp_f32(m[r] - m_new[r]);
+    l[r] *= alpha[r];
+    m[r] = m_new[r];
+  }
+  for (std::int64_t j = 0; j < kb; ++j)
+    for (std::int64_t r = 0; r < R; ++r) {
+      const float s = S[r + j * ld];
+      const float p = s == kNegInf ? 0.0f : exp_f32(s - m_new[r]);
+      S[r + j * ld] = p;
+      l[r] += p;
+    }
+}
+
+// Softmax of rows r0..r1-1 of S [ld, n_keys] over all keys, in place; l[r] = the row's sum.
+DSR1_FAST_CLONES
+void softmax_rows(float* S, std::int64_t ld, std::int64_t r0, std::int64_t r1, std::int64_t n_keys,
+                  float* l) {
+  float m[MR];
+  for (std::int64_t r = r0; r < r1; ++r) m[r - r0] = kNegInf, l[r] = 0.0f;
+  for (std::int64_t j = 0; j < n_keys; ++j)
+    for (std::int64_t r = r0; r < r1; ++r) {
+      const float s = S[r + j * ld];
+      m[r - r0] = s > m[r - r0] ? s : m[r - r0];
+    }
+  for (std::int64_t j = 0; j < n_keys; ++j)
+    for (std::int64_t r = r0; r < r1; ++r) {
+      const float s = S[r + j * ld];
+      const float p = s == kNegInf ? 0.0f : exp_f32(s - m[r - r0]);
+      S[r + j * ld] = p;
+      l[r] += p;
+    }
+}
+
+// Packs rows r = 0..R-1 (row r = column cols[r] of Q [D, *]) into MR-row panels: A(r, c) at
+// (r / MR) * D * MR + c * MR + r % MR; rows R..R_pad-1 are zero.
+void pack_queries(const float* Q, std::int64_t D, const std::vector<std::int64_t>& cols,
+                  std::vector<float>& A) {
+  const std::int64_t R = static_cast<std::int64_t>(cols.size());
+  const std::int64_t panels = (R + MR - 1) / MR;
+  A.assign(static_cast<std::size_t>(panels * D * MR), 0.0f);
+  for (std::int64_t r = 0; r < R; ++r) {
+    const float* q = Q + cols[r] * D;
+    float* dst = A.data() + (r / MR) * D * MR + r % MR;
+    for (std::int64_t c = 0; c < D; ++c) dst[c * MR] = q[c];
+  }
+}
+
+}  // namespace
+
+arma::fmat mla_forward(const arma::fmat& x, const MlaWeightsF& W, const Config& c,
+                       std::int64_t pos0, LatentKvCache* cache, const Options& opt, Tracer* tr) {
+  const std::int64_t d = c.d(), n_h = c.n_h(), d_nope = c.qk_nope_head_dim,
+                     d_rope = c.qk_rope_head_dim, d_v = c.v_head_dim, r_kv = c.kv_lora_rank,
+                     r_q = c.q_lora_rank;
+  const std::int64_t D = r_kv + d_rope, T = static_cast<std::int64_t>(x.n_cols);
+  if (static_cast<std::int64_t>(x.n_rows) != d)
+    throw std::invalid_argument(fmt::format("fast::mla_forward: x is [{} x {}], expected [d={} x T]",
+                                            x.n_rows, x.n_cols, d));
+  if (cache && cache->length() != pos0)
+    throw std::invalid_argument(fmt::format(
+        "fast::mla_forward: the cache holds {} tokens but pos0 = {}", cache->length(), pos0));
+  if (opt.attn_qb < 1 || opt.attn_heads < 1 || opt.attn_kb < 1 || opt.decode_kb < 1)
+    throw std::invalid_argument("fast::mla_forward: attention block sizes must be >= 1");
+  const RopeTable tab = rope_table(c, pos0, T);
+
+  // 1. Every product that reads x, in one: [c_q | c_kv | k_rope_pre] or
+  //    [q_nope | q_rope_pre | c_kv | k_rope_pre].
+  const arma::fmat proj = gemm(W.W_x, x, opt);  // proj: [rows of W_x, T]
+  const std::int64_t ldp = W.W_x.rows;
+  const float *q_nope, *q_rope_pre;
+  std::int64_t ldq;
+  arma::fmat qproj;
+  std::int64_t kv_row0;  // first row of c_kv in proj
+  if (c.has_q_lora()) {
+    arma::fmat c_q_hat(static_cast<arma::uword>(r_q), x.n_cols);  // c_q_hat: [r_q, T]
+    rmsnorm(proj.memptr(), ldp, W.w_q, c.rms_norm_eps, T, c_q_hat.memptr(), r_q);
+    qproj = gemm(W.W_q, c_q_hat, opt);  // [q_nope ; q_rope_pre]: [n_h*(d_nope+d_rope), T]
+    q_nope = qproj.memptr();
+    ldq = W.W_q.rows;
+    kv_row0 = r_q;
+  } else {
+    q_nope = proj.memptr();
+    ldq = ldp;
+    kv_row0 = n_h * (d_nope + d_rope);
+  }
+  q_rope_pre = q_nope + n_h * d_nope;
+
+  // 2. The new latents: c_kv_hat = RMSNorm_kv(c_kv), k_rope = RoPE(k_rope_pre), appended to the
+  //    cache as rows [c_kv_hat ; k_rope]. Without a cache a local one holds the T new keys.
+  LatentKvCache local(r_kv, d_rope);
+  LatentKvCache* kv = cache ? cache : &local;
+  const std::int64_t key_pos0 = cache ? 0 : pos0;  // absolute position of key 0
+  float* rows = kv->append_rows(T);
+  rmsnorm(proj.memptr() + kv_row0, ldp, W.w_kv, c.rms_norm_eps, T, rows, D);
+  for (std::int64_t t = 0; t < T; ++t)
+    std::copy_n(proj.memptr() + kv_row0 + r_kv + t * ldp, d_rope, rows + t * D + r_kv);
+  rope(rows + r_kv, D, 1, tab, T);
+  const std::int64_t n_keys_total = kv->length();  // keys attended over: cached + new
+
+  // 3. q_rope = RoPE(q_rope_pre) for all heads.
+  arma::fmat q_rope(static_cast<arma::uword>(n_h * d_rope), x.n_cols);  // q_rope: [n_h*d_rope, T]
+  for (std::int64_t t = 0; t < T; ++t)
+    std::copy_n(q_rope_pre + t * ldq, n_h * d_rope, q_rope.colptr(t));
+  rope(q_rope.memptr(), n_h * d_rope, n_h, tab, T);
+
+  // 4. Queries in cache-row layout, scaled: Q column (h*T + t) = s_eff [q_tilde_{t,h} ; q_rope_{t,h}].
+  const float s_eff = static_cast<float>(ref::softmax_scale(c));
+  std::vector<float> Q(static_cast<std::size_t>(D * n_h * T));  // Q: [D, n_h*T]
+  for (std::int64_t h = 0; h < n_h; ++h)
+    gemm(W.W_UK_T[h], q_nope + h * d_nope, ldq, T, Q.data() + h * T * D, D, false, opt);
+  for (std::int64_t h = 0; h < n_h; ++h)
+    for (std::int64_t t = 0; t < T; ++t) {
+      float* q = Q.data() + (h * T + t) * D;
+      for (std::int64_t i = 0; i < r_kv; ++i) q[i] *= s_eff;
+      const float* qr = q_rope.colptr(t) + h * d_rope;
+      for (std::int64_t i = 0; i < d_rope; ++i) q[r_kv + i] = s_eff * qr[i];
+    }
+
+  // 5. Attention: Zall column (h*T + t) = z_{t,h} = sum_j p(t,j,h) c_kv_hat_j.
+  std::vector<float> Zall(static_cast<std::size_t>(r_kv * n_h * T));  // [r_kv, n_h*T]
+  const std::int64_t R_all = n_h * T;
+  if (R_all <= MR) {
+    // Decode: three phases, see mla.hpp.
+    const std::int64_t R = R_all, R_pad = MR, n_keys = n_keys_total;
+    std::vector<std::int64_t> cols(R), q_pos(R);
+    for (std::int64_t r = 0; r < R; ++r) cols[r] = r, q_pos[r] = pos0 + r % T;
+    std::vector<float> A;
+    pack_queries(Q.data(), D, cols, A);
+    std::vector<float> S(static_cast<std::size_t>(R_pad * n_keys));  // S: [R_pad, n_keys]
+    const std::int64_t kb = opt.decode_kb, key_blocks = (n_keys + kb - 1) / kb;
+    parallel_for(opt.threads, key_blocks, [&](std::int64_t blk) {  // (1) scores
+      const std::int64_t j0 = blk * kb, n = std::min(kb, n_keys - j0);
+      gemm_panels(R, n, D, A.data(), D * MR, MR, kv->row(j0), NR * D, 1, D, S.data() + j0 * R_pad,
+                  R_pad, false);
+      if (T > 1) mask_future(S.data() + j0 * R_pad, R_pad, R, n, key_pos0 + j0, q_pos.data());
+    });
+    std::vector<float> l(static_cast<std::size_t>(R_pad));
+    constexpr std::int64_t rows_per_task = 8;
+    parallel_for(opt.threads, (R + rows_per_task - 1) / rows_per_task, [&](std::int64_t g) {  // (2)
+      softmax_rows(S.data(), R_pad, g * rows_per_task, std::min(R, (g + 1) * rows_per_task), n_keys,
+                   l.data());
+    });
+    const std::int64_t latent_panels = (r_kv + MR - 1) / MR;
+    parallel_for(opt.threads, latent_panels, [&](std::int64_t p) {  // (3) z = P C, all keys in order
+      const std::int64_t m = std::min(MR, r_kv - p * MR);
+      for (std::int64_t j0 = 0; j0 < n_keys; j0 += kb) {
+        const std::int64_t n = std::min(kb, n_keys - j0);
+        gemm_panels(m, R, n, kv->row(j0) + p * MR, MR, D, S.data() + j0 * R_pad, NR, R_pad, 1,
+                    Zall.data() + p * MR, r_kv, j0 > 0);
+      }
+      for (std::int64_t r = 0; r < R; ++r)
+        for (std::int64_t i = p * MR; i < p * MR + m; ++i) Zall[r * r_kv + i] /= l[r];
+    });
+  } else {
+    // Prefill: flash attention, one task per (query block, head group).
+    const std::int64_t qb = opt.attn_qb, hg = opt.attn_heads, kbs = opt.attn_kb;
+    const std::int64_t q_blocks = (T + qb - 1) / qb, h_groups = (n_h + hg - 1) / hg;
+    parallel_for(opt.threads, q_blocks * h_groups, [&](std::int64_t task) {
+      const std::int64_t t0 = (task % q_blocks) * qb, h0 = (task / q_blocks) * hg;
+      const std::int64_t nt = std::min(qb, T - t0), nh = std::min(hg, n_h - h0);
+      const std::int64_t R = nt * nh, R_pad = (R + MR - 1) / MR * MR;
+      std::vector<std::int64_t> cols(R), q_pos(R);
+      for (std::int64_t hh = 0; hh < nh; ++hh)
+        for (std::int64_t tt = 0; tt < nt; ++tt) {
+          cols[hh * nt + tt] = (h0 + hh) * T + t0 + tt;
+          q_pos[hh * nt + tt] = pos0 + t0 + tt;
+        }
+      thread_local std::vector<float> A, S, Z, state;
+      pack_queries(Q.data(), D, cols, A);
+      S.resize(static_cast<std::size_t>(R_pad * kbs));
+      Z.assign(static_cast<std::size_t>(r_kv * R_pad), 0.0f);  // Z: [r_kv, R_pad]
+      state.assign(static_cast<std::size_t>(4 * R_pad), 0.0f);
+      float *m = state.data(), *l = m + R_pad, *alpha = l + R_pad, *m_new = alpha + R_pad;
+      std::fill(m, m + R_pad, kNegInf);
+      // Keys up to the block's last query position: key j (at key_pos0 + j) <= pos0 + t0 + nt - 1.
+      const std::int64_t n_keys = pos0 + t0 + nt - key_pos0;
+      for (std::int64_t j0 = 0; j0 < n_keys; j0 += kbs) {
+        const std::int64_t n = std::min(kbs, n_keys - j0);
+        gemm_panels(R, n, D, A.data(), D * MR, MR, kv->row(j0), NR * D, 1, D, S.data(), R_pad, false);
+        if (key_pos0 + j0 + n - 1 > pos0 + t0)  // the block reaches past the first query
+          mask_future(S.data(), R_pad, R, n, key_pos0 + j0, q_pos.data());
+        online_softmax_block(S.data(), R_pad, R, n, m, l, alpha, m_new);
+        for (std::int64_t r = 0; r < R; ++r)
+          for (std::int64_t i = 0; i < r_kv; ++i) Z[r * r_kv + i] *= alpha[r];
+        gemm_panels(r_kv, R, n, kv->row(j0), MR, D, S.data(), NR, R_pad, 1, Z.data(), r_kv, true);
+      }
+      for (std::int64_t r = 0; r < R; ++r) {
+        float* z = Zall.data() + cols[r] * r_kv;
+        for (std::int64_t i = 0; i < r_kv; ++i) z[i] = Z[r * r_kv + i] / l[r];
+      }
+    });
+  }
+
+  // 6. o_h = W_UV_h z_h into rows h*d_v .. of o: [n_h*d_v, T];  7. u = W_O o: [d, T].
+  arma::fmat o(static_cast<arma::uword>(n_h * d_v), x.n_cols);
+  for (std::int64_t h = 0; h < n_h; ++h)
+    gemm(W.W_UV[h], Zall.data() + h * T * r_kv, r_kv, T, o.memptr() + h * d_v, n_h * d_v, false, opt);
+  arma::fmat u = gemm(W.W_O, o, opt);
+
+  if (tr) {
+    arma::fmat qn(static_cast<arma::uword>(n_h * d_nope), x.n_cols), ckv(r_kv, x.n_cols),
+        kr(d_rope, x.n_cols);
+    for (std::int64_t t = 0; t < T; ++t) {
+      std::copy_n(q_nope + t * ldq, n_h * d_nope, qn.colptr(t));
+      const float* row = kv->row(kv->length() - T + t);
+      std::copy_n(row, r_kv, ckv.colptr(t));
+      std::copy_n(row + r_kv, d_rope, kr.colptr(t));
+    }
+    TRACE(tr, "attn.q_nope", qn);
+    TRACE(tr, "attn.q_rope", q_rope);
+    TRACE(tr, "attn.c_kv_hat", ckv);
+    TRACE(tr, "attn.k_rope", kr);
+    TRACE(tr, "attn.o", o);
+  }
+  TRACE(tr, "attn.u", u);
+  return u;
+}
+
+}  // namespace dsr1::fast

@@ -1,0 +1,43 @@
+// Multi-head Latent Attention in float32, absorbed form with flash-style blocked attention;
+// mirrors reference/mla.hpp (ref::mla_forward with AttnForm::Absorbed) and must match it.
+// Leaves out: the naive form, the half-split RoPE layout and the conformance faults.
+//
+// Per token (spec §4.3): q_tilde_{t,h} = W_UK_h^T q_nope_{t,h}; score(t,j,h) = s_eff (q_tilde ·
+// c_kv_hat_j + q_rope_{t,h} · k_rope_j); z_{t,h} = sum_j softmax_j(score) c_kv_hat_j;
+// o_{t,h} = W_UV_h z_{t,h}; u = W_O o. Key j is visible to query t iff pos(j) <= pos(t).
+//
+// Prefill (n_h*T > MR): one task per (block of attn_qb queries) x (group of attn_heads heads).
+// The task packs its queries q = s_eff [q_tilde ; q_rope] (r_kv + d_rope floats, the same
+// layout as a cache row) as the rows of a matrix and walks the keys in blocks of attn_kb:
+// scores S = Q K^T for the block (the gemm micro-kernel reading the cache rows directly), then
+// the online softmax (running max m, running sum l, rescale of z by exp(m_old - m_new)), then
+// z += P C (C = the block's latents, read in place). Memory per task is O(rows x attn_kb):
+// no T x T score matrix exists. Each (query, head) belongs to one task and its keys are
+// visited in one fixed order, so the result does not depend on the thread count.
+//
+// Decode (n_h*T <= MR, e.g. one new token): the queries of all heads fit one micro-tile, so the
+// parallel split is over keys and latent channels instead, in three phases: (1) scores of key
+// block j (tasks = key blocks of decode_kb; each score is its own dot product), (2) softmax of
+// each (query, head) row over all keys (one task per row group), (3) z = P C with one task per
+// 32-channel panel of the latent, every task summing over ALL keys in key order. No sum is
+// ever split across threads. Scores are [n_h*T, T_k]: linear in the context.
+#pragma once
+
+#include <armadillo>
+#include <cstdint>
+
+#include "reference/config.hpp"
+#include "reference/fast/kv_cache.hpp"
+#include "reference/fast/options.hpp"
+#include "reference/fast/weights.hpp"
+#include "reference/trace.hpp"
+
+namespace dsr1::fast {
+
+// x: [d, T] (already RMSNorm_attn-ed) at positions pos0 .. pos0+T-1. cache: null, or holding
+// exactly pos0 tokens (the T new latents are appended). Returns u: [d, T].
+// Traces attn.q_nope, attn.q_rope, attn.c_kv_hat, attn.k_rope, attn.o, attn.u.
+arma::fmat mla_forward(const arma::fmat& x, const MlaWeightsF& W, const Config& c,
+                       std::int64_t pos0, LatentKvCache* cache, const Options& opt, Tracer* tr);
+
+}  // namespace dsr1::fast

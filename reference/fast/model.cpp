@@ -1,0 +1,117 @@
+// The fast path's whole model (see model.hpp).
+#include "reference/fast/model.hpp"
+
+#include <fmt/format.h>
+
+#include <cmath>
+#include <stdexcept>
+#include <string>
+
+#include "reference/fast/ffn.hpp"
+#include "reference/fast/mla.hpp"
+#include "reference/fast/moe.hpp"
+#include "reference/fast/rmsnorm.hpp"
+
+namespace dsr1::fast {
+
+std::int64_t ModelCache::bytes_allocated() const {
+  std::int64_t b = 0;
+  for (const auto& l : layers) b += l.bytes_allocated();
+  return b;
+}
+
+ModelCache make_cache(const Config& c, std::int64_t reserve_tokens) {
+  ModelCache m;
+  for (std::int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    m.layers.emplace_back(c.kv_lora_rank, c.qk_rope_head_dim);
+    if (reserve_tokens > 0) m.layers.back().reserve(reserve_tokens);
+  }
+  return m;
+}
+
+std::int64_t cache_bytes(const Config& c, std::int64_t tokens) {
+  return c.num_hidden_layers * LatentKvCache::bytes_for(tokens, c.kv_lora_rank, c.qk_rope_head_dim);
+}
+
+arma::fmat forward(const ModelWeightsF& W, const Config& c, const std::vector<std::int64_t>& tokens,
+                   std::int64_t pos0, ModelCache* cache, const Options& opt, Tracer* tr) {
+  const std::int64_t T = static_cast<std::int64_t>(tokens.size()), d = c.d(), V = c.vocab_size;
+  if (T == 0) throw std::invalid_argument("fast::forward: no tokens");
+  if (pos0 < 0 || pos0 + T > c.max_position_embeddings)
+    throw std::invalid_argument(fmt::format(
+        "fast::forward: positions {} .. {} exceed max_position_embeddings = {} of config '{}'",
+        pos0, pos0 + T - 1, c.max_position_embeddings, c.name));
+  if (static_cast<std::int64_t>(W.layers.size()) != c.num_hidden_layers)
+    throw std::invalid_argument(fmt::format("fast::forward: weights have {} layers, config '{}' has {}",
+                                            W.layers.size(), c.name, c.num_hidden_layers));
+  if (cache && static_cast<std::int64_t>(cache->layers.size()) != c.num_hidden_layers)
+    throw std::invalid_argument(fmt::format("fast::forward: the cache has {} layers, expected {}",
+                                            cache->layers.size(), c.num_hidden_layers));
+  if (cache && cache->length() != pos0)
+    throw std::invalid_argument(fmt::format(
+        "fast::forward: the cache holds {} tokens but pos0 = {}", cache->length(), pos0));
+
+  // h = E[token]: [d, T]
+  arma::fmat h(static_cast<arma::uword>(d), static_cast<arma::uword>(T));
+  for (std::int64_t t = 0; t < T; ++t) {
+    if (tokens[t] < 0 || tokens[t] >= V)
+      throw std::invalid_argument(fmt::format(
+          "fast::forward: token {} at index {} is outside the vocabulary [0, {})", tokens[t], t, V));
+    std::copy_n(W.E.colptr(static_cast<arma::uword>(tokens[t])), d, h.colptr(t));
+  }
+  TRACE(tr, "embed.h", h);
+
+  for (std::int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    const BlockWeightsF& B = W.layers[static_cast<std::size_t>(l)];
+    TraceScope scope(tr, fmt::format("layers.{}", l));
+    const arma::fmat attn_norm = rmsnorm(h, B.w_attn_norm, c.rms_norm_eps);
+    TRACE(tr, "attn_norm", attn_norm);
+    const arma::fmat u = mla_forward(attn_norm, B.attn, c, pos0,
+                                     cache ? &cache->layers[static_cast<std::size_t>(l)] : nullptr,
+                                     opt, tr);
+    h += u;  // h_attn = h + u
+    TRACE(tr, "h_attn", h);
+    const arma::fmat ffn_norm = rmsnorm(h, B.w_ffn_norm, c.rms_norm_eps);
+    TRACE(tr, "ffn_norm", ffn_norm);
+    h += B.is_moe ? moe_forward(ffn_norm, B.moe, c, opt, tr) : swiglu_ffn(ffn_norm, B.dense, opt, tr);
+    TRACE(tr, "h", h);
+    if (!h.is_finite())
+      throw std::runtime_error(fmt::format(
+          "fast::forward: the hidden state after layer {} holds inf or NaN (config '{}')", l, c.name));
+  }
+  const arma::fmat final_norm = rmsnorm(h, W.w_final_norm, c.rms_norm_eps);
+  TRACE(tr, "final_norm", final_norm);
+  arma::fmat logits = gemm(W.W_head, final_norm, opt);  // logits: [V, T]
+  TRACE(tr, "logits", logits);
+  return logits;
+}
+
+arma::fvec decode(const ModelWeightsF& W, const Config& c, std::int64_t token, ModelCache& cache,
+                  const Options& opt, Tracer* tr) {
+  const arma::fmat logits = forward(W, c, {token}, cache.length(), &cache, opt, tr);
+  return logits.col(0);
+}
+
+arma::fmat forward_incremental(const ModelWeightsF& W, const Config& c,
+                               const std::vector<std::int64_t>& tokens, std::int64_t P,
+                               const Options& opt, Tracer* tr) {
+  const std::int64_t T = static_cast<std::int64_t>(tokens.size());
+  if (P < 1 || P > T)
+    throw std::invalid_argument(fmt::format(
+        "fast::forward_incremental: prefill length P = {}, expected 1 .. T = {}", P, T));
+  ModelCache cache = make_cache(c, T);
+  arma::fmat logits(static_cast<arma::uword>(c.vocab_size), static_cast<arma::uword>(T));
+  {
+    TraceScope scope(tr, "prefill");
+    const std::vector<std::int64_t> prompt(tokens.begin(), tokens.begin() + P);
+    logits.cols(0, P - 1) = forward(W, c, prompt, 0, &cache, opt, tr);
+  }
+  for (std::int64_t t = P; t < T; ++t) {
+    TraceScope scope(tr, fmt::format("decode.{}", t));
+    logits.col(t) = decode(W, c, tokens[t], cache, opt, tr);
+  }
+  TRACE(tr, "logits", logits);
+  return logits;
+}
+
+}  // namespace dsr1::fast

@@ -1,0 +1,54 @@
+// The whole model on the fast path: embedding, L blocks, final norm, LM head, incremental decoding
+// with a float32 latent cache; mirrors reference/model.hpp (ref::forward, forward_incremental).
+// Leaves out: MTP, sampling, the naive attention form and the conformance faults.
+//
+//   h = E[token];  for l: h = h + MLA_l(RMSNorm_attn_l(h));  h = h + FFN_l(RMSNorm_ffn_l(h))
+//   logits = W_head RMSNorm_final(h)                                               spec §2
+// Activations are float32, [rows, T] with one token per column. Trace names are the
+// reference's at the block edges: embed.h, layers.{l}.attn_norm, layers.{l}.attn.{q_nope,
+// q_rope, c_kv_hat, k_rope, o, u}, layers.{l}.h_attn, layers.{l}.ffn_norm, layers.{l}.ffn.out
+// or layers.{l}.moe.{ell, s, experts, g, routed, shared, out}, layers.{l}.h, final_norm, logits.
+#pragma once
+
+#include <armadillo>
+#include <cstdint>
+#include <vector>
+
+#include "reference/config.hpp"
+#include "reference/fast/kv_cache.hpp"
+#include "reference/fast/options.hpp"
+#include "reference/fast/weights.hpp"
+#include "reference/trace.hpp"
+
+namespace dsr1::fast {
+
+// The latent cache of every layer; length() tokens processed so far.
+struct ModelCache {
+  std::vector<LatentKvCache> layers;
+  std::int64_t length() const { return layers.empty() ? 0 : layers.front().length(); }
+  std::int64_t bytes_allocated() const;
+};
+// reserve_tokens > 0 allocates room for that many tokens up front.
+ModelCache make_cache(const Config& c, std::int64_t reserve_tokens = 0);
+// Bytes of a model cache holding `tokens` tokens: L (tokens (r_kv + d_rope) + MR) * 4.
+std::int64_t cache_bytes(const Config& c, std::int64_t tokens);
+
+// tokens at positions pos0 .. pos0+T-1. cache: null (the keys are then the T new tokens only,
+// as in the reference) or holding exactly pos0 tokens. Returns logits [V, T].
+// Throws on a token id outside [0, V), positions past max_position_embeddings, or a non-finite
+// hidden state.
+arma::fmat forward(const ModelWeightsF& W, const Config& c, const std::vector<std::int64_t>& tokens,
+                   std::int64_t pos0, ModelCache* cache, const Options& opt, Tracer* tr);
+
+// Prefill tokens[0..P-1] in one call, then one decode() per remaining token. Returns logits
+// [V, T] for every position, comparable with forward(). Traces under "prefill." and
+// "decode.{t}." as the reference does, and the assembled "logits".
+arma::fmat forward_incremental(const ModelWeightsF& W, const Config& c,
+                               const std::vector<std::int64_t>& tokens, std::int64_t P,
+                               const Options& opt, Tracer* tr);
+
+// One new token at position cache.length(); returns its logits [V].
+arma::fvec decode(const ModelWeightsF& W, const Config& c, std::int64_t token, ModelCache& cache,
+                  const Options& opt, Tracer* tr);
+
+}  // namespace dsr1::fast

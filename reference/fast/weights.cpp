@@ -1,0 +1,105 @@
+// Conversion of the reference weights to the fast path's packed float32 form (see weights.hpp).
+#include "reference/fast/weights.hpp"
+
+#include <fmt/format.h>
+
+#include <stdexcept>
+
+#include "reference/mla.hpp"
+
+namespace dsr1::fast {
+namespace {
+
+std::vector<float> to_floats(const arma::vec& v) {
+  std::vector<float> out(v.n_elem);
+  for (arma::uword i = 0; i < v.n_elem; ++i) out[i] = static_cast<float>(v(i));
+  return out;
+}
+
+void expect(const arma::mat& M, std::int64_t rows, std::int64_t cols, const std::string& what) {
+  if (static_cast<std::int64_t>(M.n_rows) != rows || static_cast<std::int64_t>(M.n_cols) != cols)
+    throw std::invalid_argument(fmt::format("fast::convert_weights: {} is [{} x {}], expected [{} x {}]",
+                                            what, M.n_rows, M.n_cols, rows, cols));
+}
+
+}  // namespace
+
+FfnWeightsF convert_ffn(const FfnWeights& W) {
+  const std::int64_t I = static_cast<std::int64_t>(W.W_gate.n_rows);
+  const std::int64_t d = static_cast<std::int64_t>(W.W_gate.n_cols);
+  expect(W.W_up, I, d, "W_up");
+  expect(W.W_down, d, I, "W_down");
+  FfnWeightsF F;
+  F.I = I;
+  F.W_gate_up = pack_matrix(arma::mat(arma::join_cols(W.W_gate, W.W_up)));
+  F.W_down = pack_matrix(W.W_down);
+  return F;
+}
+
+ModelWeightsF convert_weights(const ModelWeights& W, const Config& c) {
+  const std::int64_t d = c.d(), n_h = c.n_h(), d_nope = c.qk_nope_head_dim,
+                     d_v = c.v_head_dim, L = c.num_hidden_layers;
+  if (static_cast<std::int64_t>(W.layers.size()) != L)
+    throw std::invalid_argument(fmt::format("fast::convert_weights: {} layers given, config '{}' has {}",
+                                            W.layers.size(), c.name, L));
+  expect(W.E, d, c.vocab_size, "E");
+  expect(W.W_head, c.vocab_size, d, "W_head");
+  ModelWeightsF F;
+  F.E = arma::conv_to<arma::fmat>::from(W.E);
+  F.w_final_norm = to_floats(W.w_final_norm);
+  F.W_head = pack_matrix(W.W_head);
+  for (std::int64_t l = 0; l < L; ++l) {
+    const BlockWeights& B = W.layers[static_cast<std::size_t>(l)];
+    ref::check_mla_weights(B.attn, c);
+    BlockWeightsF b;
+    b.w_attn_norm = to_floats(B.w_attn_norm);
+    b.w_ffn_norm = to_floats(B.w_ffn_norm);
+    const MlaWeights& A = B.attn;
+    if (c.has_q_lora()) {
+      b.attn.W_x = pack_matrix(arma::mat(arma::join_cols(A.W_DQ, A.W_DKV, A.W_KR)));
+      b.attn.W_q = pack_matrix(arma::mat(arma::join_cols(A.W_UQ, A.W_QR)));
+      b.attn.w_q = to_floats(A.w_q);
+    } else {
+      b.attn.W_x = pack_matrix(arma::mat(arma::join_cols(arma::join_cols(A.W_UQ, A.W_QR), A.W_DKV, A.W_KR)));
+    }
+    b.attn.w_kv = to_floats(A.w_kv);
+    for (std::int64_t h = 0; h < n_h; ++h) {
+      const arma::mat W_UK_h = A.W_UK.rows(h * d_nope, (h + 1) * d_nope - 1);  // [d_nope, r_kv]
+      b.attn.W_UK_T.push_back(pack_matrix(arma::mat(W_UK_h.t())));           // [r_kv, d_nope]
+      b.attn.W_UV.push_back(pack_matrix(arma::mat(A.W_UV.rows(h * d_v, (h + 1) * d_v - 1))));
+    }
+    b.attn.W_O = pack_matrix(A.W_O);
+    b.is_moe = B.is_moe;
+    if (B.is_moe) {
+      const MoeWeights& M = B.moe;
+      expect(M.W_g, c.n_routed_experts, d, fmt::format("layers.{}.moe.W_g", l));
+      b.moe.W_g = pack_matrix(M.W_g);
+      for (arma::uword i = 0; i < M.b.n_elem; ++i) b.moe.b.push_back(M.b(i));
+      for (const FfnWeights& e : M.experts) b.moe.experts.push_back(convert_ffn(e));
+      if (M.shared) b.moe.shared = convert_ffn(*M.shared);
+    } else {
+      b.dense = convert_ffn(B.dense);
+    }
+    F.layers.push_back(std::move(b));
+  }
+  return F;
+}
+
+std::int64_t decode_weight_bytes(const ModelWeightsF& W, const Config& c) {
+  auto ffn_bytes = [](const FfnWeightsF& f) { return f.W_gate_up.bytes() + f.W_down.bytes(); };
+  std::int64_t bytes = W.W_head.bytes() + c.d() * 4 * 2;  // head, one embedding column, final norm
+  for (const BlockWeightsF& b : W.layers) {
+    bytes += b.attn.W_x.bytes() + b.attn.W_q.bytes() + b.attn.W_O.bytes() + c.d() * 4 * 2;
+    for (const auto& p : b.attn.W_UK_T) bytes += p.bytes();
+    for (const auto& p : b.attn.W_UV) bytes += p.bytes();
+    if (b.is_moe) {
+      bytes += b.moe.W_g.bytes() + c.num_experts_per_tok * ffn_bytes(b.moe.experts.at(0));
+      if (b.moe.shared) bytes += ffn_bytes(*b.moe.shared);
+    } else {
+      bytes += ffn_bytes(b.dense);
+    }
+  }
+  return bytes;
+}
+
+}  // namespace dsr1::fast

@@ -1,0 +1,72 @@
+// The model's parameters for the fast path: float32, packed for gemm.hpp, converted once from
+// the double-precision reference weights (reference/weights.hpp).
+// Leaves out: the MTP module (the fast path runs the main model only) and BF16 storage.
+//
+// Fusions (each saves one pass over the activations and one parallel region; the products are
+// unchanged, every output row still has its own dot product):
+//   W_x    q-LoRA: [W_DQ ; W_DKV ; W_KR]        [r_q + r_kv + d_rope, d], all applied to x
+//          else:   [W_UQ ; W_QR ; W_DKV ; W_KR] [n_h*(d_nope+d_rope) + r_kv + d_rope, d]
+//   W_q    q-LoRA only: [W_UQ ; W_QR]           [n_h*(d_nope+d_rope), r_q] on c_q_hat
+//   W_gate_up = [W_gate ; W_up]                 [2I, d] per SwiGLU MLP
+// Absorbed attention needs, per head h: W_UK_h^T [r_kv, d_nope] (q_tilde = W_UK_h^T q_nope_h)
+// and W_UV_h [d_v, r_kv] (o_h = W_UV_h z_h).
+#pragma once
+
+#include <optional>
+#include <vector>
+
+#include "reference/config.hpp"
+#include "reference/fast/gemm.hpp"
+#include "reference/weights.hpp"
+
+namespace dsr1::fast {
+
+struct MlaWeightsF {
+  PackedMatrix W_x;
+  PackedMatrix W_q;                  // empty without q-LoRA
+  std::vector<float> w_q;            // [r_q] (q-LoRA only)
+  std::vector<float> w_kv;           // [r_kv]
+  std::vector<PackedMatrix> W_UK_T;  // n_h x [r_kv, d_nope]
+  std::vector<PackedMatrix> W_UV;    // n_h x [d_v, r_kv]
+  PackedMatrix W_O;                  // [d, n_h*d_v]
+};
+
+struct FfnWeightsF {
+  std::int64_t I = 0;     // hidden width
+  PackedMatrix W_gate_up; // [2I, d]
+  PackedMatrix W_down;    // [d, I]
+};
+
+struct MoeWeightsF {
+  PackedMatrix W_g;                   // [N_r, d]
+  std::vector<double> b;              // [N_r] e_score_correction_bias (empty when absent)
+  std::vector<FfnWeightsF> experts;   // N_r
+  std::optional<FfnWeightsF> shared;  // width N_s*I_e
+};
+
+struct BlockWeightsF {
+  std::vector<float> w_attn_norm;  // [d]
+  MlaWeightsF attn;
+  std::vector<float> w_ffn_norm;   // [d]
+  bool is_moe = false;
+  FfnWeightsF dense;
+  MoeWeightsF moe;
+};
+
+struct ModelWeightsF {
+  arma::fmat E;                       // [d, V]
+  std::vector<BlockWeightsF> layers;  // L
+  std::vector<float> w_final_norm;    // [d]
+  PackedMatrix W_head;                // [V, d]
+};
+
+// Converts (and checks the shapes of) the reference weights; throws std::invalid_argument
+// naming the matrix on a mismatch with the config.
+ModelWeightsF convert_weights(const ModelWeights& W, const Config& c);
+FfnWeightsF convert_ffn(const FfnWeights& W);
+
+// Bytes of float32 weights a single decode step reads (attention, router, shared and dense
+// MLPs, the head, one embedding column, and K routed experts per MoE layer), for the benchmark.
+std::int64_t decode_weight_bytes(const ModelWeightsF& W, const Config& c);
+
+}  // namespace dsr1::fast
