@@ -15,7 +15,24 @@
 #include <fmt/format.h>
 #include <stdexcept>
 
+#include "reference/config.hpp"
+
 namespace dsr1::ref {
+
+// Numbers cached per token and layer by each scheme (spec §5), for a config's dimensions.
+// MLA's latent cache: ĉ^KV and k^R, r_kv + d_rope (576 for every DeepSeek model).
+inline std::int64_t latent_cache_elements(const Config& c) {
+  return c.kv_lora_rank + c.qk_rope_head_dim;
+}
+// A naive cache of the materialised per-head keys [k_nope; k_rope] and values v (HF style):
+// n_h (d_nope + d_rope + d_v) (40960 for V3).
+inline std::int64_t naive_cache_elements(const Config& c) {
+  return c.num_attention_heads * (c.qk_nope_head_dim + c.qk_rope_head_dim + c.v_head_dim);
+}
+// Plain multi-head attention with head width d_h = d_nope: 2 n_h d_h (32768 for V3).
+inline std::int64_t mha_cache_elements(const Config& c) {
+  return 2 * c.num_attention_heads * c.qk_nope_head_dim;
+}
 
 struct LatentKvCache {
   arma::mat c_kv_hat;  // [r_kv, T_cached]   RMS-normalised latent

@@ -3,10 +3,10 @@
 #include <doctest/doctest.h>
 #include <fmt/format.h>
 
-#include <fstream>
-#include <nlohmann/json.hpp>
-
+#include "reference/config.hpp"
+#include "reference/golden_json.hpp"
 #include "reference/kv_cache.hpp"
+#include "reference/loader.hpp"
 #include "reference/mla.hpp"
 #include "reference/rmsnorm.hpp"
 #include "reference/rope.hpp"
@@ -25,6 +25,55 @@ MlaOptions form(AttnForm f) {
   MlaOptions o;
   o.form = f;
   return o;
+}
+
+// The config and weights of golden/mla/hand_case.json and kv_cache_decode.json.
+Config golden_config(const GoldenFile& g) {
+  Config c;
+  c.name = g.path();
+  c.hidden_size = static_cast<std::int64_t>(g.number("parameters.hidden_size"));
+  c.num_attention_heads = static_cast<std::int64_t>(g.number("parameters.num_attention_heads"));
+  c.qk_nope_head_dim = static_cast<std::int64_t>(g.number("parameters.qk_nope_head_dim"));
+  c.qk_rope_head_dim = static_cast<std::int64_t>(g.number("parameters.qk_rope_head_dim"));
+  c.v_head_dim = static_cast<std::int64_t>(g.number("parameters.v_head_dim"));
+  c.kv_lora_rank = static_cast<std::int64_t>(g.number("parameters.kv_lora_rank"));
+  c.q_lora_rank = static_cast<std::int64_t>(g.number("parameters.q_lora_rank"));
+  c.rms_norm_eps = g.number("parameters.rms_norm_eps");
+  c.rope_theta = g.number("parameters.rope_theta");
+  c.rope_scaling.type = g.text("parameters.rope_scaling.type");
+  c.rope_scaling.factor = g.number("parameters.rope_scaling.factor");
+  c.rope_scaling.original_max_position_embeddings = static_cast<std::int64_t>(
+      g.number("parameters.rope_scaling.original_max_position_embeddings"));
+  c.rope_scaling.beta_fast = g.number("parameters.rope_scaling.beta_fast");
+  c.rope_scaling.beta_slow = g.number("parameters.rope_scaling.beta_slow");
+  c.rope_scaling.mscale = g.number("parameters.rope_scaling.mscale");
+  c.rope_scaling.mscale_all_dim = g.number("parameters.rope_scaling.mscale_all_dim");
+  return c;
+}
+
+MlaWeights golden_weights(const GoldenFile& g) {
+  MlaWeights W;
+  W.W_UQ = g.matrix("parameters.W_UQ");
+  W.W_QR = g.matrix("parameters.W_QR");
+  W.W_DKV = g.matrix("parameters.W_DKV");
+  W.w_kv = g.vec("parameters.w_kv");
+  W.W_KR = g.matrix("parameters.W_KR");
+  W.W_UK = g.matrix("parameters.W_UK");
+  W.W_UV = g.matrix("parameters.W_UV");
+  W.W_O = g.matrix("parameters.W_O");
+  return W;
+}
+
+// Compares two cubes element by element; masked entries must be -inf in both.
+void check_cube(const arma::cube& got, const arma::cube& want, dsr1::test::Tol tol,
+                const std::string& what) {
+  REQUIRE(arma::size(got) == arma::size(want));
+  for (arma::uword i = 0; i < got.n_slices; ++i) {
+    arma::mat g = got.slice(i), w = want.slice(i);
+    g.replace(-arma::datum::inf, -1e300);
+    w.replace(-arma::datum::inf, -1e300);
+    check_close(g, w, tol, fmt::format("{} head {}", what, i));
+  }
 }
 
 }  // namespace
@@ -255,4 +304,106 @@ TEST_CASE("softmax-scale faults change MLA's output at positions past 0") {
   not_squared.faults.mscale_not_squared = true;
   CHECK(arma::abs(mla_forward(x, W, c, 37, nullptr, no_mscale, nullptr) - u).max() > 1e-4);
   CHECK(arma::abs(mla_forward(x, W, c, 37, nullptr, not_squared, nullptr) - u).max() > 1e-4);
+}
+
+TEST_CASE("golden/mla/hand_case.json: every step of both forms matches the hand-sized case") {
+  const GoldenFile g = GoldenFile::load("golden/mla/hand_case.json");
+  const dsr1::test::Tol tol{g.tol_abs(), g.tol_rel()};
+  const Config c = golden_config(g);
+  const MlaWeights W = golden_weights(g);
+  const arma::mat x = g.tokens("inputs.x");
+  const auto pos0 = static_cast<std::int64_t>(g.number("inputs.pos0"));
+  check_close(softmax_scale(c), g.number("expected.s_eff"), tol, "s_eff");
+  // s_eff by hand: (d_nope + d_rope)^(-1/2) = 1/2, times (0.1 ln 40 + 1)^2.
+  const double m = 0.1 * std::log(40.0) + 1.0;
+  check_close(softmax_scale(c), 0.5 * m * m, exact_vs_ref, "s_eff by hand");
+  for (AttnForm f : {AttnForm::Naive, AttnForm::Absorbed}) {
+    CAPTURE(attn_form_name(f));
+    RecordingTracer tr;
+    const arma::mat u = mla_forward(x, W, c, pos0, nullptr, form(f), &tr);
+    for (const char* step : {"q_nope", "q_rope_pre", "q_rope", "c_kv", "c_kv_hat", "k_rope_pre",
+                             "k_rope", "o", "u"})
+      check_close(tr.get_mat(std::string("attn.") + step), g.tokens(std::string("expected.") + step),
+                  tol, step);
+    if (f == AttnForm::Naive) {
+      check_close(tr.get_mat("attn.k_nope"), g.tokens("expected.k_nope"), tol, "k_nope");
+      check_close(tr.get_mat("attn.v"), g.tokens("expected.v"), tol, "v");
+    }
+    check_close(u, g.tokens("expected.u"), tol, "u");
+    // The traced cubes, rebuilt as [T_k, T, n_h] from their row-major [n_h, T, T_k] records.
+    for (const char* name : {"scores", "probs"}) {
+      const auto& e = tr.get(std::string("attn.") + name);
+      arma::cube got(e.shape[2], e.shape[1], e.shape[0]);
+      std::copy(e.data.begin(), e.data.end(), got.begin());
+      check_cube(got, g.cube(std::string("expected.") + name), tol, name);
+    }
+  }
+  // Score(0, 0) by hand: the q and k rotations by the same angle cancel, leaving
+  // s_eff (q_nope·k_nope + q_rope_pre·k_rope_pre) = s_eff (1 * 1/rms + 0) with rms = sqrt(1 + eps).
+  const arma::cube scores = g.cube("expected.scores");
+  check_close(scores(0, 0, 0), 0.5 * m * m / std::sqrt(1.0 + 1e-6), exact_vs_ref, "score(0,0) by hand");
+  CHECK(std::isinf(scores(1, 0, 0)));  // key at position 4 is after the query at 3
+}
+
+TEST_CASE("golden/mla/kv_cache_decode.json: the cache grows token by token and decode = full") {
+  const GoldenFile g = GoldenFile::load("golden/mla/kv_cache_decode.json");
+  const dsr1::test::Tol tol{g.tol_abs(), g.tol_rel()};
+  const Config c = golden_config(g);
+  const MlaWeights W = golden_weights(g);
+  const arma::mat x = g.tokens("inputs.x");
+  CHECK(latent_cache_elements(c) == static_cast<std::int64_t>(g.number("expected.elements_per_token")));
+  CHECK(naive_cache_elements(c) ==
+        static_cast<std::int64_t>(g.number("expected.naive_elements_per_token")));
+  for (AttnForm f : {AttnForm::Naive, AttnForm::Absorbed}) {
+    CAPTURE(attn_form_name(f));
+    LatentKvCache cache;
+    for (arma::uword t = 0; t < x.n_cols; ++t) {
+      const std::string step = fmt::format("expected.steps.{}", t);
+      const arma::mat u = mla_forward(x.col(t), W, c, static_cast<std::int64_t>(t), &cache, form(f),
+                                      nullptr);
+      CHECK(cache.length() == static_cast<std::int64_t>(t + 1));
+      check_close(cache.c_kv_hat, g.tokens(step + ".cache_c_kv_hat"), tol, "cache c_kv_hat");
+      check_close(cache.k_rope, g.tokens(step + ".cache_k_rope"), tol, "cache k_rope");
+      check_close(u, g.tokens(step + ".u"), tol, "u decoded");
+      check_close(u, arma::mat(g.tokens("expected.full_u").col(t)), tol, "u decoded vs full");
+    }
+  }
+  const arma::mat u_full = mla_forward(x, W, c, 0, nullptr, form(AttnForm::Naive), nullptr);
+  check_close(u_full, g.tokens("expected.full_u"), tol, "full forward");
+}
+
+TEST_CASE("golden/mla/v3_cache_bytes.json: cache elements per token for the V3 preset") {
+  const GoldenFile g = GoldenFile::load("golden/mla/v3_cache_bytes.json");
+  const Config c = dsr1::preset("deepseek-v3");
+  const auto n = [&](const char* f) { return static_cast<std::int64_t>(g.number(f)); };
+  CHECK(latent_cache_elements(c) == n("expected.latent_elements_per_token_per_layer"));
+  CHECK(naive_cache_elements(c) == n("expected.naive_elements_per_token_per_layer"));
+  CHECK(mha_cache_elements(c) == n("expected.mha_elements_per_token_per_layer"));
+  CHECK(latent_cache_elements(c) * c.num_hidden_layers * 2 == n("expected.latent_bytes_per_token"));
+  CHECK(latent_cache_elements(c) * c.num_hidden_layers * 2 == n("doc_printed.latent_bytes_per_token"));
+  CHECK(naive_cache_elements(c) * c.num_hidden_layers * 2 == n("doc_printed.naive_bytes_per_token"));
+  CHECK(latent_cache_elements(c) * c.num_hidden_layers * 2 * n("inputs.context") ==
+        n("doc_printed.latent_bytes_at_context"));
+}
+
+TEST_CASE("naive = absorbed and decode = full on generated tiny-v3 and tiny-v2-lite weights") {
+  for (const char* name : {"tiny-v3", "tiny-v2-lite", "tiny-yarn"}) {
+    CAPTURE(name);
+    const Config c = dsr1::preset(name);
+    const ModelWeights w = dsr1::generate_weights(c, 2024);
+    const MlaWeights& W = w.layers.at(0).attn;
+    arma::arma_rng::set_seed(3);
+    const arma::mat x = arma::randn<arma::mat>(c.hidden_size, 5);
+    const std::int64_t pos0 = c.rope_scaling.original_max_position_embeddings + 3;  // past L0
+    const arma::mat u_naive = mla_forward(x, W, c, pos0, nullptr, form(AttnForm::Naive), nullptr);
+    check_close(mla_forward(x, W, c, pos0, nullptr, form(AttnForm::Absorbed), nullptr), u_naive,
+                same_math_reordered, "absorbed vs naive");
+    LatentKvCache cache;
+    const arma::mat u_full = mla_forward(x, W, c, 0, nullptr, form(AttnForm::Absorbed), nullptr);
+    arma::mat u_step(c.hidden_size, 5);
+    for (arma::uword t = 0; t < 5; ++t)
+      u_step.col(t) = mla_forward(x.col(t), W, c, static_cast<std::int64_t>(t), &cache,
+                                  form(AttnForm::Absorbed), nullptr);
+    check_close(u_step, u_full, same_math_reordered, "decode vs full");
+  }
 }
