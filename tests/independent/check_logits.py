@@ -3,7 +3,8 @@
 
   check_logits.py --dsr1 BUILD/dsr1 --preset tiny-v3 --seed 1 --tokens 3,17,5,99,42,7 --workdir DIR
                   [--dtype f32|bf16|fp8] [--shards N] [--attn naive|absorbed] [--decode-from P]
-                  [--rtol R] [--require-mtp] [--require-past-original]
+                  [--rtol R] [--mtp] [--require-past-original] [--dsr1-arg=ARG ...] [--expect-mismatch]
+  check_logits.py --own-checkpoint tiny-v3 ... (as above, but the checkpoint is written here, not by dsr1)
   check_logits.py --self-test [--workdir DIR]
 
 1. dsr1 init-model writes DIR/model (config.json + safetensors, HF names);
@@ -11,6 +12,8 @@
 3. deepseek_np computes logits from DIR/model; both are compared row by row:
        err_t = max_v |dsr1[t, v] - numpy[t, v]| / max_v |numpy[t, v]|
    and the check passes iff max_t err_t <= rtol and the argmax of every row agrees.
+   With --expect-mismatch the exit status is inverted (0 iff the logits disagree): used with
+   --dsr1-arg to show that a deliberately wrong dsr1 option is caught.
    If the dump holds `mtp.logits` [T-1, V] and the checkpoint has an MTP layer, it is compared
    the same way. Exit status 0 on agreement, 1 otherwise.
 """
@@ -35,10 +38,10 @@ import safetensors_np as st  # noqa: E402
 
 # Both sides compute in float64 from the same exactly-decoded weights, so they differ only by
 # rounding order (BLAS blocking, absorbed vs naive association, cached vs full attention).
-# Measured differences are ~1e-15 relative to the row scale (see docs/independent-check.md);
-# 1e-9 leaves room for error growth through layers while any wrong formula (a missing mscale,
-# a wrong RoPE pair, a wrong expert) shows up at 1e-3 or more.
-DEFAULT_RTOL = 1e-9
+# Measured: 1e-15 to 3e-15 row-relative on the tiny models, for every dsr1 option combination
+# (docs/independent-check.md). 1e-12 (tests/support/tolerances.hpp same_math_reordered) leaves
+# a factor of ~300 for error growth, while a wrong formula shows up at 1e-3 or more.
+DEFAULT_RTOL = 1e-12
 
 
 def row_errors(got, want):
@@ -96,17 +99,27 @@ def check_against_dsr1(a):
     if os.path.exists(dump):
         os.remove(dump)
 
-    init = [a.dsr1, "init-model", "--preset", a.preset, "--seed", str(a.seed), "--out", model_dir]
-    if a.dtype:
-        init += ["--dtype", a.dtype]
-    if a.shards:
-        init += ["--shards", str(a.shards)]
-    run(init)
+    if a.own_checkpoint:
+        # The checkpoint comes from this directory's own writer, so dsr1's loader is checked too.
+        cfg = OWN_CONFIGS[a.own_checkpoint]
+        dtype = {"f32": "F32", "bf16": "BF16", "fp8": "FP8", None: "F32"}[a.dtype]
+        write_checkpoint(model_dir, cfg, random_weights(cfg, a.seed), dtype, a.shards or 1)
+        print(f"wrote {a.own_checkpoint} ({dtype}, {a.shards or 1} file(s)) to {model_dir} with numpy")
+    else:
+        init = [a.dsr1, "init-model", "--preset", a.preset, "--seed", str(a.seed), "--out", model_dir]
+        if a.dtype:
+            init += ["--dtype", a.dtype]
+        if a.shards:
+            init += ["--shards", str(a.shards)]
+        run(init)
     cmd = [a.dsr1, "run", "--model", model_dir, "--tokens", ",".join(map(str, tokens)), "--dump", dump]
     if a.attn:
         cmd += ["--attn", a.attn]
     if a.decode_from is not None:
         cmd += ["--decode-from", str(a.decode_from)]
+    if a.mtp:
+        cmd += ["--mtp"]
+    cmd += a.dsr1_arg
     run(cmd)
 
     out = st.SafetensorsFile(dump)
@@ -121,6 +134,9 @@ def check_against_dsr1(a):
     want, h_final = model.forward(tokens, return_hidden=True)
     print(f"numpy forward: {time.time() - t0:.2f} s; {describe(c, len(tokens))}")
     ok = compare("logits", got, want, a.rtol)
+    if a.expect_mismatch:
+        print("expected a mismatch: " + ("none found, FAIL" if ok else "found, PASS"))
+        return 1 if ok else 0
     if a.require_past_original:
         L0 = (c.rope_scaling or {}).get("original_max_position_embeddings") if c.yarn else None
         past = L0 is not None and len(tokens) - 1 >= L0
@@ -130,8 +146,8 @@ def check_against_dsr1(a):
 
     if model.has_mtp() and "mtp.logits" in out.entries:
         ok = compare("mtp.logits", out.raw("mtp.logits"), model.mtp_forward(tokens, h_final), a.rtol) and ok
-    elif a.require_mtp:
-        print("FAIL: --require-mtp, but the checkpoint has no MTP layer or the dump no mtp.logits")
+    elif a.mtp:
+        print("FAIL: --mtp, but the checkpoint has no MTP layer or the dump no mtp.logits")
         ok = False
     elif model.has_mtp():
         print("mtp.logits: not in the dump; MTP not compared")
@@ -176,17 +192,21 @@ class SelfTest:
         self.check(name, err <= 0, f"max rel diff {dev:.2e}, rtol {rtol:.0e}")
 
 
-# A V3-style tiny config: q-LoRA, sigmoid + bias, 2-of-4 groups, one dense layer, MTP, YaRN.
+# A V3-style tiny config: q-LoRA, sigmoid + bias, 2-of-4 groups, one dense layer, MTP, YaRN
+# with a small original context (16), so that a 20-token test runs past it.
 TINY_V3 = {
     "model_type": "deepseek_v3", "vocab_size": 50, "hidden_size": 32, "intermediate_size": 48,
     "moe_intermediate_size": 12, "num_hidden_layers": 3, "num_attention_heads": 4,
     "num_key_value_heads": 4, "n_shared_experts": 1, "n_routed_experts": 8, "num_experts_per_tok": 3,
     "n_group": 4, "topk_group": 2, "routed_scaling_factor": 2.5, "first_k_dense_replace": 1,
     "moe_layer_freq": 1, "q_lora_rank": 24, "kv_lora_rank": 16, "qk_nope_head_dim": 8,
-    "qk_rope_head_dim": 4, "v_head_dim": 6, "rms_norm_eps": 1e-6, "rope_theta": 10000.0,
-    "rope_scaling": {"type": "yarn", "factor": 40.0, "original_max_position_embeddings": 4,
+    "qk_rope_head_dim": 8, "v_head_dim": 6, "rms_norm_eps": 1e-6,
+    # rope_theta 10 with D = 8 and L0 = 16 puts the YaRN blend range at low = 0, high = 2, so
+    # pair 0 keeps θ, pair 1 is blended half-way and pairs 2, 3 are divided by the factor.
+    "rope_theta": 10.0,
+    "rope_scaling": {"type": "yarn", "factor": 8.0, "original_max_position_embeddings": 16,
                      "beta_fast": 32, "beta_slow": 1, "mscale": 1.0, "mscale_all_dim": 1.0},
-    "max_position_embeddings": 160, "scoring_func": "sigmoid", "topk_method": "noaux_tc",
+    "max_position_embeddings": 128, "scoring_func": "sigmoid", "topk_method": "noaux_tc",
     "norm_topk_prob": True, "num_nextn_predict_layers": 1, "tie_word_embeddings": False,
     "hidden_act": "silu",
 }
@@ -198,6 +218,9 @@ TINY_V2_LITE = dict(TINY_V3, model_type="deepseek_v2", q_lora_rank=None, n_group
 # A V2-style tiny config: softmax group_limited_greedy (group max), factor 16.
 TINY_V2 = dict(TINY_V2_LITE, q_lora_rank=24, n_group=4, topk_group=2, routed_scaling_factor=16.0,
                topk_method="group_limited_greedy")
+
+
+OWN_CONFIGS = {"tiny-v3": TINY_V3, "tiny-v2-lite": TINY_V2_LITE, "tiny-v2": TINY_V2}
 
 
 def checkpoint_shapes(cfg):
@@ -413,12 +436,14 @@ def self_test(workdir):
             S.check(f"safetensors: rejects {what}", "bad.safetensors" in str(e), str(e))
 
     # ---- YaRN θ' and s_eff against the spec's tables (§4.5, §4.6: D = 64, factor 40, L0 = 4096) ----
-    full = dict(TINY_V3, qk_rope_head_dim=64, qk_nope_head_dim=128,
-                rope_scaling=dict(TINY_V3["rope_scaling"], original_max_position_embeddings=4096))
+    full = dict(TINY_V3, qk_rope_head_dim=64, qk_nope_head_dim=128, rope_theta=10000.0,
+                rope_scaling={"type": "yarn", "factor": 40.0, "original_max_position_embeddings": 4096,
+                              "beta_fast": 32, "beta_slow": 1, "mscale": 1.0, "mscale_all_dim": 1.0})
     c = ds.Config(full)
     S.check("yarn: low = 10, high = 23 for V3's rope_scaling", (c.yarn_low, c.yarn_high) == (10, 23))
     table = {0: 1.0, 10: 5.623413252e-02, 11: 3.900692657e-02, 12: 2.687936011e-02, 16: 5.500000000e-03,
              22: 1.778279410e-04, 23: 3.333803580e-05, 31: 3.333803580e-06}
+    # the spec prints 10 significant digits, hence 1e-9
     S.close("yarn: θ'_i equals the spec's table", [c.theta_prime[i] for i in table], list(table.values()), 1e-9)
     S.close("softmax scale: V3 s_eff = 0.13523378", c.s_eff, 0.13523378, 5e-8)
     c2 = ds.Config(dict(full, rope_scaling=dict(full["rope_scaling"], mscale=0.707, mscale_all_dim=0.707)))
@@ -486,7 +511,12 @@ def self_test(workdir):
     S.check("route V2-Lite greedy: experts 0, 2", e.tolist() == [0, 2])
 
     # ---- whole models on checkpoints written here ----
-    tokens = [3, 17, 5, 49, 42, 7, 0, 23, 11]    # 9 tokens: positions 4..8 are past L0 = 4
+    # 20 tokens: positions 16..19 are past original_max_position_embeddings = 16
+    tokens = [3, 17, 5, 49, 42, 7, 0, 23, 11, 30, 2, 1, 44, 8, 9, 10, 20, 31, 12, 6]
+    c = ds.Config(TINY_V3)
+    S.check("tiny configs: the YaRN blend is not degenerate (low 0, high 2)", (c.yarn_low, c.yarn_high) == (0, 2))
+    S.close("tiny configs: θ' = θ, a half blend, θ/8, θ/8",
+            c.theta_prime, c.theta * np.array([1.0, 0.5 + 0.5 / 8, 1 / 8, 1 / 8]), 1e-15)
     for label, cfg in (("tiny-v3", TINY_V3), ("tiny-v2-lite", TINY_V2_LITE), ("tiny-v2", TINY_V2)):
         weights = random_weights(cfg, 7)
         ref_dir = os.path.join(tmp, label + "-f64")
@@ -554,13 +584,22 @@ def main():
     ap.add_argument("--attn", choices=["naive", "absorbed"])
     ap.add_argument("--decode-from", type=int)
     ap.add_argument("--rtol", type=float, default=DEFAULT_RTOL)
-    ap.add_argument("--require-mtp", action="store_true", help="fail unless mtp.logits is compared")
+    ap.add_argument("--mtp", action="store_true",
+                    help="pass --mtp to dsr1 run and fail unless mtp.logits is compared")
+    ap.add_argument("--dsr1-arg", action="append", default=[],
+                    help="extra argument for dsr1 run (repeatable; write --dsr1-arg=--opt=value)")
+    ap.add_argument("--expect-mismatch", action="store_true",
+                    help="succeed only if the logits disagree (checks that the comparison can fail)")
+    ap.add_argument("--own-checkpoint", choices=sorted(OWN_CONFIGS),
+                    help="write the checkpoint with this directory's numpy writer instead of dsr1 init-model")
     ap.add_argument("--require-past-original", action="store_true",
                     help="fail unless the config uses yarn and the last position is >= original_max_position_embeddings")
     a = ap.parse_args()
     if a.self_test:
         return self_test(a.workdir)
-    missing = [k for k in ("dsr1", "preset", "tokens", "workdir") if getattr(a, k) is None]
+    missing = [k for k in ("dsr1", "tokens", "workdir") if getattr(a, k) is None]
+    if a.preset is None and a.own_checkpoint is None:
+        missing.append("preset (or --own-checkpoint)")
     if missing:
         ap.error("missing " + ", ".join("--" + k for k in missing))
     return check_against_dsr1(a)
