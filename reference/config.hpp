@@ -21,6 +21,7 @@ struct RopeScaling {
   double beta_slow = 1.0;
   double mscale = 1.0;          // scales cos/sin by mscale(f, mscale)/mscale(f, mscale_all_dim)
   double mscale_all_dim = 0.0;  // enters the softmax scale squared (spec §4.5)
+  bool operator==(const RopeScaling&) const = default;
 };
 
 struct Config {
@@ -69,6 +70,11 @@ struct Config {
   bool has_gate_bias() const { return topk_method == "noaux_tc"; }
   // Layer l uses the MoE block iff l >= first_k_dense_replace and l % moe_layer_freq == 0.
   bool is_moe_layer(std::int64_t l) const;
+  // Number of MoE layers among 0..L-1.
+  std::int64_t num_moe_layers() const;
+  bool has_yarn() const { return rope_scaling.type == "yarn"; }
+
+  bool operator==(const Config&) const = default;  // every field, the name included
 };
 
 // Built-in configurations: deepseek-v2, deepseek-v2-lite, deepseek-v3, deepseek-r1 at full

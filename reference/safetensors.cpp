@@ -13,6 +13,7 @@
 #include <fstream>
 #include <limits>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <stdexcept>
 
 namespace dsr1::safetensors {
@@ -216,6 +217,10 @@ File::File(const std::string& path) : path_(path) {
     ::close(fd);
     fail(path, "cannot stat");
   }
+  if (!S_ISREG(st.st_mode)) {
+    ::close(fd);
+    fail(path, "not a regular file");
+  }
   map_size_ = static_cast<std::size_t>(st.st_size);
   if (map_size_ < 8) {
     ::close(fd);
@@ -233,11 +238,24 @@ File::File(const std::string& path) : path_(path) {
                              map_size_));
     data_start_ = 8 + n;
     nlohmann::json header;
+    // nlohmann::json keeps the last of two equal keys without a word; a header that names a
+    // tensor twice is ambiguous, so the parser callback rejects it.
+    std::string duplicate;
+    std::set<std::string> top_keys;
+    const nlohmann::json::parser_callback_t on_event =
+        [&](int depth, nlohmann::json::parse_event_t event, nlohmann::json& parsed) {
+          if (depth == 1 && event == nlohmann::json::parse_event_t::key) {
+            const std::string k = parsed.get<std::string>();
+            if (!top_keys.insert(k).second && duplicate.empty()) duplicate = k;
+          }
+          return true;
+        };
     try {
-      header = nlohmann::json::parse(map_ + 8, map_ + 8 + n);
+      header = nlohmann::json::parse(map_ + 8, map_ + 8 + n, on_event);
     } catch (const nlohmann::json::exception& e) {
       fail(path, fmt::format("header is not valid JSON: {}", e.what()));
     }
+    if (!duplicate.empty()) fail(path, fmt::format("header names tensor '{}' twice", duplicate));
     if (!header.is_object()) fail(path, "header JSON is not an object");
     const std::uint64_t data_size = map_size_ - data_start_;
     for (auto it = header.begin(); it != header.end(); ++it) {
@@ -293,19 +311,29 @@ File::File(const std::string& path) : path_(path) {
                                to_string(info.dtype), bytes));
       tensors_.push_back(std::move(info));
     }
-    // Overlap check: sort by begin and compare neighbours.
+    // Tensors in data order (the order writers emit them); ties by name for determinism.
+    // Overlap check. Sorted by begin, a tensor overlaps an earlier one iff it begins before the
+    // largest end seen so far (comparing neighbours only would miss a small tensor nested in a
+    // large one followed by another). Empty tensors occupy no bytes and overlap nothing. Holes
+    // between tensors are allowed.
     std::vector<const TensorInfo*> order;
-    for (const auto& t : tensors_) order.push_back(&t);
-    std::sort(order.begin(), order.end(),
-              [](const TensorInfo* a, const TensorInfo* b) { return a->begin < b->begin; });
-    for (std::size_t i = 1; i < order.size(); ++i)
-      if (order[i]->begin < order[i - 1]->end && order[i]->end > order[i]->begin)
-        fail(path, fmt::format("tensors '{}' and '{}' overlap in the data section",
-                               order[i - 1]->name, order[i]->name));
-    // Keep the header's order (JSON object order is not preserved by nlohmann::json, so
-    // present tensors in data order, which is the order writers emit them).
-    std::sort(tensors_.begin(), tensors_.end(),
-              [](const TensorInfo& a, const TensorInfo& b) { return a.begin < b.begin; });
+    for (const auto& t : tensors_)
+      if (t.end > t.begin) order.push_back(&t);
+    std::sort(order.begin(), order.end(), [](const TensorInfo* a, const TensorInfo* b) {
+      return a->begin != b->begin ? a->begin < b->begin : a->name < b->name;
+    });
+    const TensorInfo* furthest = nullptr;  // the tensor with the largest end so far
+    for (const TensorInfo* t : order) {
+      if (furthest && t->begin < furthest->end)
+        fail(path, fmt::format("tensors '{}' (bytes {}..{}) and '{}' (bytes {}..{}) overlap in the "
+                               "data section",
+                               furthest->name, furthest->begin, furthest->end, t->name, t->begin,
+                               t->end));
+      if (!furthest || t->end > furthest->end) furthest = t;
+    }
+    std::sort(tensors_.begin(), tensors_.end(), [](const TensorInfo& a, const TensorInfo& b) {
+      return a.begin != b.begin ? a.begin < b.begin : a.name < b.name;
+    });
     for (std::size_t i = 0; i < tensors_.size(); ++i) index_[tensors_[i].name] = i;
   } catch (...) {
     ::munmap(const_cast<std::uint8_t*>(map_), map_size_);
