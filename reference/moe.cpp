@@ -5,7 +5,6 @@
 #include <fmt/format.h>
 
 #include <stdexcept>
-#include <vector>
 
 #include "reference/ffn.hpp"
 
@@ -25,26 +24,19 @@ arma::mat moe_forward(const arma::mat& x, const MoeWeights& W, const Config& c, 
   const Routing r = route(x, W, c, f, tr);  // experts, g: [K, T]
   const arma::uword K = r.experts.n_rows;
 
-  // Routed part. Each expert runs once, on the tokens that chose it (as the official code
-  // does), and its output is added into those tokens' columns with their gating weight.
-  // For token t the terms are therefore summed in increasing expert index, not in k order.
+  // Routed part, token by token, in k order: routed_t = sum_k g_{k,t} E_{i_{k,t}}(x_t).
+  // Each token runs through its experts on its own (a [d, 1] input), so its output never depends
+  // on which other tokens share the batch: BLAS may round a matrix-matrix product differently
+  // from a matrix-vector one, and a prefix of the sequence must give bit-identical results.
+  // (fast/moe.cpp groups the tokens of each expert instead, as the official code does.)
   arma::mat routed(d, T, arma::fill::zeros);  // routed: [d, T]
-  for (arma::uword e = 0; e < N_r; ++e) {
-    std::vector<arma::uword> tokens;  // tokens routed to expert e
-    std::vector<double> weights;      // their g for expert e
-    for (arma::uword t = 0; t < T; ++t)
-      for (arma::uword k = 0; k < K; ++k)
-        if (r.experts(k, t) == e) {
-          tokens.push_back(t);
-          weights.push_back(r.g(k, t));
-        }
-    if (tokens.empty()) continue;
-    const arma::mat x_e = x.cols(arma::uvec(tokens));  // x_e: [d, T_e]
-    // No tracer: T_e differs per expert, so per-expert tensors would not line up by token.
-    const arma::mat y_e =  // y_e: [d, T_e]
-        swiglu_ffn(x_e, W.experts[e], nullptr, fmt::format("experts.{}", e));
-    for (arma::uword j = 0; j < tokens.size(); ++j)
-      for (arma::uword row = 0; row < d; ++row) routed(row, tokens[j]) += weights[j] * y_e(row, j);
+  for (arma::uword t = 0; t < T; ++t) {
+    const arma::mat x_t = x.col(t);  // x_t: [d, 1]
+    for (arma::uword k = 0; k < K; ++k) {
+      const arma::uword e = r.experts(k, t);
+      const arma::mat y = swiglu_ffn(x_t, W.experts[e], nullptr, fmt::format("experts.{}", e));  // [d, 1]
+      for (arma::uword row = 0; row < d; ++row) routed(row, t) += r.g(k, t) * y(row, 0);
+    }
   }
   TRACE(tr, "moe.routed", routed);
 
