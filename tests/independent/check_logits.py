@@ -102,7 +102,7 @@ def check_against_dsr1(a):
     if a.own_checkpoint:
         # The checkpoint comes from this directory's own writer, so dsr1's loader is checked too.
         cfg = OWN_CONFIGS[a.own_checkpoint]
-        dtype = {"f32": "F32", "bf16": "BF16", "fp8": "FP8", None: "F32"}[a.dtype]
+        dtype = {"f64": "F64", "f32": "F32", "bf16": "BF16", "f16": "F16", "fp8": "FP8", None: "F32"}[a.dtype]
         write_checkpoint(model_dir, cfg, random_weights(cfg, a.seed), dtype, a.shards or 1)
         print(f"wrote {a.own_checkpoint} ({dtype}, {a.shards or 1} file(s)) to {model_dir} with numpy")
     else:
@@ -220,7 +220,11 @@ TINY_V2 = dict(TINY_V2_LITE, q_lora_rank=24, n_group=4, topk_group=2, routed_sca
                topk_method="group_limited_greedy")
 
 
-OWN_CONFIGS = {"tiny-v3": TINY_V3, "tiny-v2-lite": TINY_V2_LITE, "tiny-v2": TINY_V2}
+# Wider than one 128x128 FP8 block: hidden 136, dense FFN 260, vocab 140, so the scale grids
+# have partial edge blocks (spec §10, P13), e.g. dense up_proj [260, 136] -> scale [3, 2].
+TINY_V3_WIDE = dict(TINY_V3, vocab_size=140, hidden_size=136, intermediate_size=260, num_hidden_layers=2,
+                    num_attention_heads=2, num_key_value_heads=2, q_lora_rank=130, kv_lora_rank=132, qk_nope_head_dim=64)
+OWN_CONFIGS = {"tiny-v3": TINY_V3, "tiny-v2-lite": TINY_V2_LITE, "tiny-v2": TINY_V2, "tiny-v3-wide": TINY_V3_WIDE}
 
 
 def checkpoint_shapes(cfg):
@@ -579,7 +583,7 @@ def main():
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--tokens", help="comma-separated token ids")
     ap.add_argument("--workdir", help="directory for the checkpoint and the dump")
-    ap.add_argument("--dtype", choices=["f32", "bf16", "fp8"])
+    ap.add_argument("--dtype", choices=["f64", "f32", "bf16", "f16", "fp8"])
     ap.add_argument("--shards", type=int)
     ap.add_argument("--attn", choices=["naive", "absorbed"])
     ap.add_argument("--decode-from", type=int)
