@@ -2,7 +2,7 @@
 """Checks `dsr1 run` logits against the independent numpy implementation (deepseek_np.py).
 
   check_logits.py --dsr1 BUILD/dsr1 --preset tiny-v3 --seed 1 --tokens 3,17,5,99,42,7 --workdir DIR
-                  [--dtype f32|bf16|fp8] [--shards N] [--attn naive|absorbed] [--decode-from P]
+                  [--dtype f64|f32|f16|bf16|fp8] [--shards N] [--attn naive|absorbed] [--decode-from P]
                   [--rtol R] [--mtp] [--require-past-original] [--dsr1-arg=ARG ...] [--expect-mismatch]
   check_logits.py --own-checkpoint tiny-v3 ... (as above, but the checkpoint is written here, not by dsr1)
   check_logits.py --self-test [--workdir DIR]
@@ -485,8 +485,9 @@ def self_test(workdir):
     # Bias chooses the group and the experts, but the weights use the unbiased scores.
     cv3b = cfg_router(num_experts_per_tok=2, n_routed_experts=6, n_group=3, topk_group=1)
     ell = np.array([logit(0.5), logit(0.5), logit(0.30), logit(0.25), logit(0.9), logit(0.9)])
-    bias = np.array([0.0, 0.0, -0.5, -0.5, -2.0, -2.0])
-    # biased: g0 = .5, .5 (1.0); g1 = -.2, -.25 (-.45); g2 = -1.1, -1.1 (-2.2): keeps g0 -> {0, 1}
+    bias = np.array([0.3, 0.1, -0.5, -0.5, -2.0, -2.0])
+    # biased: g0 = .8, .6 (1.4); g1 = -.2, -.25 (-.45); g2 = -1.1, -1.1 (-2.2): keeps g0 -> {0, 1}.
+    # Weights from the unbiased .5, .5: 2.5 * .5 / 1.0 = 1.25 each (biased would give 1.43, 1.07).
     e, g, info = ds.route(ell, cv3b, bias)
     S.check("route V3: bias picks the group, weights ignore the bias (P4)",
             e.tolist() == [0, 1] and np.allclose(g, [1.25, 1.25], rtol=1e-15, atol=0), f"{e.tolist()} {g.tolist()}")
