@@ -142,12 +142,16 @@ void Tracer::on_shape(const std::string& full_name, const TensorView& x, const S
 TeeTracer::TeeTracer(std::vector<std::string> filters, std::vector<Tracer*> outputs)
     : Tracer(std::move(filters)), outputs_(std::move(outputs)) {}
 
+// Each output keeps its own filter: the tee's filter is the union, and a record reaches only
+// the outputs whose filter selects it.
 void TeeTracer::on_tensor(const std::string& full_name, const TensorView& x) {
-  for (auto* o : outputs_) o->on_tensor(full_name, x);
+  for (auto* o : outputs_)
+    if (o->wants(full_name)) o->on_tensor(full_name, x);
 }
 void TeeTracer::on_shape(const std::string& full_name, const TensorView& x,
                          const StageCost& cost) {
-  for (auto* o : outputs_) o->on_shape(full_name, x, cost);
+  for (auto* o : outputs_)
+    if (o->wants(full_name)) o->on_shape(full_name, x, cost);
 }
 void TeeTracer::note(std::string_view text) {
   for (auto* o : outputs_) o->note(text);

@@ -1,0 +1,147 @@
+// dsr1 run: the reference forward pass on a token sequence, with tracing and a dump.
+#include <fmt/format.h>
+
+#include <memory>
+
+#include "reference/cli/command.hpp"
+#include "reference/cli/model_source.hpp"
+#include "reference/model.hpp"
+#include "reference/trace_outputs.hpp"
+
+namespace dsr1::cli {
+namespace {
+
+struct RunArgs {
+  ModelSource source;
+  RunOptions run;
+  std::string tokens;
+  std::int64_t decode_from = -1;
+  bool mtp = false;
+  std::vector<std::string> trace;
+  std::string jsonl;
+  std::string dump;
+  int precision = 4;
+  bool quiet = false;
+};
+
+// Counts the tensors its filter selects (the tee only forwards names a sink wants).
+struct MatchCounter : Tracer {
+  using Tracer::Tracer;
+  std::uint64_t count = 0;
+  void on_tensor(const std::string&, const TensorView&) override { ++count; }
+  void check_filter_matched_over(std::uint64_t seen) const {
+    throw std::runtime_error(fmt::format(
+        "--trace {} matched none of the {} traced tensors of this run (names look like "
+        "'layers.0.attn.scores'; use --trace '*' to see them all)",
+        fmt::join(filters(), " "), seen));
+  }
+};
+
+// The token with the largest logit (ties -> lower id), as generation would pick it.
+std::int64_t argmax(const arma::vec& x) {
+  arma::uword best = 0;
+  for (arma::uword i = 1; i < x.n_elem; ++i)
+    if (x(i) > x(best)) best = i;
+  return static_cast<std::int64_t>(best);
+}
+
+int run(const RunArgs& a) {
+  const std::vector<std::int64_t> tokens = parse_token_list(a.tokens, "--tokens");
+  const LoadedModel m = a.source.load(a.mtp);
+  const Config& c = m.config;
+  const ref::ForwardOptions opt = a.run.forward_options();
+  if (a.mtp && !m.weights.mtp)
+    throw std::invalid_argument(fmt::format("--mtp: model '{}' has no MTP module", c.name));
+
+  // Outputs: text for --trace, JSON Lines for --jsonl, and the dump, which always holds the
+  // logits [T, V] plus every traced tensor.
+  std::vector<std::unique_ptr<Tracer>> outputs;
+  std::vector<Tracer*> sinks;
+  std::vector<std::string> filters = a.trace;
+  if (!a.trace.empty() && a.jsonl.empty()) {
+    PrintOptions po;
+    po.precision = a.precision;
+    outputs.push_back(std::make_unique<PrintTracer>(a.trace, po));
+    sinks.push_back(outputs.back().get());
+  }
+  if (!a.jsonl.empty()) {
+    outputs.push_back(std::make_unique<JsonlTracer>(a.jsonl, a.trace.empty() ? std::vector<std::string>{"*"} : a.trace));
+    sinks.push_back(outputs.back().get());
+  }
+  if (!a.dump.empty()) {
+    std::vector<std::string> dump_filters = a.trace;
+    dump_filters.push_back("logits");
+    if (a.mtp) dump_filters.push_back("mtp.logits");
+    outputs.push_back(std::make_unique<DumpTracer>(a.dump, dump_filters));
+    sinks.push_back(outputs.back().get());
+    filters.push_back("logits");
+    if (a.mtp) filters.push_back("mtp.logits");
+  }
+  // Counts what the user's --trace filter selected: a filter matching nothing is an error.
+  std::unique_ptr<MatchCounter> counter;
+  if (!a.trace.empty()) {
+    counter = std::make_unique<MatchCounter>(a.trace);
+    sinks.push_back(counter.get());
+  }
+  std::unique_ptr<TeeTracer> tee;
+  if (!sinks.empty()) tee = std::make_unique<TeeTracer>(filters, sinks);
+  Tracer* tr = tee.get();
+
+  if (!a.quiet) {
+    fmt::print("model: {} ({})\n", c.name, a.source.describe());
+    fmt::print("{}\n", describe_conventions(c));
+    fmt::print("attention form: {}; tokens: {}\n", a.run.attn, fmt::join(tokens, ","));
+  }
+  arma::mat logits;
+  arma::mat h_final;
+  if (a.decode_from >= 0) {
+    if (!a.quiet)
+      fmt::print("positions 0..{} prefilled in one pass, the rest decoded one at a time\n",
+                 a.decode_from - 1);
+    logits = ref::forward_incremental(m.weights, c, tokens, a.decode_from, opt, tr);
+  } else {
+    logits = ref::forward_hidden(m.weights, c, tokens, 0, nullptr, opt, tr, &h_final);
+  }
+  if (a.mtp) {
+    if (a.decode_from >= 0)  // MTP needs the final hidden states of every position
+      ref::forward_hidden(m.weights, c, tokens, 0, nullptr, opt, nullptr, &h_final);
+    ref::mtp_forward(m.weights, c, h_final, tokens, opt, tr);
+  }
+  if (tr) tr->finish();
+  if (counter && counter->count == 0) counter->check_filter_matched_over(tee->seen());
+  if (!a.quiet) {
+    fmt::print("{:>8} {:>8} {:>14}\n", "position", "token", "argmax next");
+    for (arma::uword t = 0; t < logits.n_cols; ++t)
+      fmt::print("{:>8} {:>8} {:>14}\n", t, tokens[t], argmax(logits.col(t)));
+    if (!a.dump.empty()) fmt::print("dump written to {}\n", a.dump);
+  }
+  return 0;
+}
+
+const Register reg{Command{
+    "run", "run the reference forward pass on token ids (trace, dump, incremental decoding)",
+    [](CLI::App& sub) -> std::function<int()> {
+      auto a = std::make_shared<RunArgs>();
+      a->source.add_options(sub);
+      a->run.add_options(sub);
+      sub.add_option("--tokens", a->tokens, "token ids, comma-separated (e.g. 1,2,3)")->required();
+      sub.add_option("--decode-from", a->decode_from,
+                     "prefill positions < P in one pass, then decode the rest one token at a "
+                     "time through the latent KV cache")
+          ->check(CLI::NonNegativeNumber);
+      sub.add_flag("--mtp", a->mtp, "also run the Multi-Token Prediction head (V3)");
+      sub.add_option("--trace", a->trace,
+                     "print the traced tensors whose names match this glob (repeatable), "
+                     "e.g. 'layers.0.attn.*'");
+      sub.add_option("--jsonl", a->jsonl, "write the traced tensors as JSON Lines to this file");
+      sub.add_option("--dump", a->dump,
+                     "write logits [T, V] and the traced tensors to this .safetensors file");
+      sub.add_option("--precision", a->precision, "digits printed after the decimal point")
+          ->check(CLI::Range(0, 17))
+          ->capture_default_str();
+      sub.add_flag("--quiet", a->quiet, "print nothing but the trace");
+      return [a] { return run(*a); };
+    }}};
+
+}  // namespace
+}  // namespace dsr1::cli

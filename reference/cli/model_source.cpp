@@ -1,0 +1,114 @@
+#include "reference/cli/model_source.hpp"
+
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <charconv>
+#include <stdexcept>
+
+
+namespace dsr1::cli {
+
+void ModelSource::add_options(CLI::App& sub) {
+  auto* m = sub.add_option("--model", model_dir, "checkpoint directory (config.json + safetensors)")
+                ->check(CLI::ExistingDirectory);
+  auto* p = sub.add_option("--preset", preset_name,
+                           "built-in config (weights from the generator): " +
+                               fmt::format("{}", fmt::join(preset_names(), ", ")));
+  auto* c = sub.add_option("--config", config_path, "config.json (weights from the generator)")
+                ->check(CLI::ExistingFile);
+  sub.add_option("--seed", seed, "generator seed for --preset / --config weights")
+      ->capture_default_str();
+  m->excludes(p)->excludes(c);
+  p->excludes(c);
+}
+
+Config ModelSource::config() const {
+  Config c;
+  if (!model_dir.empty())
+    c = load_config_json(model_dir + "/config.json");
+  else if (!preset_name.empty())
+    c = preset(preset_name);
+  else if (!config_path.empty())
+    c = load_config_json(config_path);
+  else
+    throw std::invalid_argument("give the model with --model DIR, --preset NAME or --config FILE");
+  validate(c);
+  return c;
+}
+
+static double physical_memory_bytes() {
+  const long pages = ::sysconf(_SC_PHYS_PAGES);
+  const long page = ::sysconf(_SC_PAGE_SIZE);
+  return pages > 0 && page > 0 ? static_cast<double>(pages) * static_cast<double>(page) : 0.0;
+}
+
+LoadedModel ModelSource::load(bool with_mtp) const {
+  const Config c = config();
+  // The reference holds every weight in double precision: 8 bytes a parameter.
+  double params = 0;
+  for (const auto& e : checkpoint_catalogue(c)) {
+    double n = 1;
+    for (auto s : e.shape) n *= static_cast<double>(s);
+    params += n;
+  }
+  const double need = 8.0 * params;
+  const double have = physical_memory_bytes();
+  if (have > 0 && need > 0.75 * have)
+    throw std::runtime_error(fmt::format(
+        "model '{}' has {:.3g} parameters; the double-precision reference would need {:.1f} GB "
+        "of memory but this machine has {:.1f} GB. Use `dsr1 dry-run` to walk it without weights.",
+        c.name, params, need / 1e9, have / 1e9));
+  if (!model_dir.empty()) return load_model_dir(model_dir, with_mtp);
+  LoadedModel m;
+  m.config = c;
+  m.weights = generate_weights(c, seed);
+  if (!with_mtp) m.weights.mtp.reset();
+  return m;
+}
+
+std::string ModelSource::describe() const {
+  if (!model_dir.empty()) return fmt::format("checkpoint {}", model_dir);
+  if (!preset_name.empty()) return fmt::format("preset {} (generator seed {})", preset_name, seed);
+  return fmt::format("config {} (generator seed {})", config_path, seed);
+}
+
+void RunOptions::add_options(CLI::App& sub) {
+  sub.add_option("--attn", attn, "MLA form: naive (per-head K/V) or absorbed (latent only)")
+      ->check(CLI::IsMember({"naive", "absorbed"}))
+      ->capture_default_str();
+  sub.add_option("--rope-layout", rope_layout,
+                 "RoPE pair layout: interleaved (official weights) or half-split")
+      ->check(CLI::IsMember({"interleaved", "half-split"}))
+      ->capture_default_str();
+}
+
+ref::ForwardOptions RunOptions::forward_options() const {
+  ref::ForwardOptions o;
+  o.attn = attn == "absorbed" ? ref::AttnForm::Absorbed : ref::AttnForm::Naive;
+  o.rope_layout =
+      rope_layout == "half-split" ? ref::RopeLayout::HalfSplit : ref::RopeLayout::Interleaved;
+  return o;
+}
+
+std::vector<std::int64_t> parse_token_list(const std::string& text, const std::string& option) {
+  std::vector<std::int64_t> out;
+  std::size_t start = 0;
+  while (start <= text.size()) {
+    const std::size_t comma = text.find(',', start);
+    const std::string item =
+        text.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+    std::int64_t v = 0;
+    const auto [ptr, ec] = std::from_chars(item.data(), item.data() + item.size(), v);
+    if (item.empty() || ec != std::errc() || ptr != item.data() + item.size())
+      throw std::invalid_argument(fmt::format(
+          "{}: '{}' is not a token id (expected comma-separated integers like 1,2,3)", option,
+          item));
+    out.push_back(v);
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  return out;
+}
+
+}  // namespace dsr1::cli
