@@ -1,0 +1,230 @@
+// The fast path (reference/fast/) against the double-precision reference: every traced tensor on
+// every tiny preset and on random configs with odd sizes, bit-identical results for 1, 2, 3 and
+// 7 threads, and prefill followed by incremental decoding against one full forward pass.
+//
+// Tolerance: |fast - ref| <= 1e-5 (rms(ref) + |ref|) per element, rms(ref) the root mean square
+// of the whole reference tensor. That is f32_vs_ref's relative 1e-5 (tests/support/tolerances.hpp)
+// with its absolute floor 1e-6, which assumes O(1) values, replaced by the tensor's own scale.
+// Why the scale: the weights are float32 values (the generator draws them so), so the only
+// difference is float32 rounding of activations and sums (unit roundoff 6e-8, dot products of
+// up to a few hundred terms, through up to 3 layers). That error is relative to the size of the
+// terms, not of the result: an element that is small because terms cancelled (a 0.01 entry of
+// an RMSNorm output whose typical entry is 1, after 1/rms amplified the hidden state ~14x in
+// these configs) carries the absolute error of its neighbours. Observed: worst error / rms(ref)
+// about 3e-6 (the test prints it), so the bound is tight to a factor ~3.
+#include <doctest/doctest.h>
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <random>
+
+#include "reference/config.hpp"
+#include "reference/fast/model.hpp"
+#include "reference/fast/weights.hpp"
+#include "reference/loader.hpp"
+#include "reference/model.hpp"
+#include "tests/support/check.hpp"
+
+using namespace dsr1;
+using dsr1::test::check_close;
+using dsr1::test::Tol;
+
+namespace {
+
+// The worst |fast - ref| / rms(ref) seen by compare_traces, reported at the end of a test case.
+double worst_scaled_error = 0.0;
+
+double rms(const arma::mat& x) { return x.n_elem ? std::sqrt(arma::accu(arma::square(x)) / x.n_elem) : 0.0; }
+
+// The tolerance of this file (see the header): abs 1e-5 * rms(want), rel 1e-5.
+Tol f32_scaled(const arma::mat& want) { return {1e-5 * rms(want), 1e-5}; }
+
+void check_f32(const arma::mat& got, const arma::mat& want, const std::string& what) {
+  if (got.n_elem == want.n_elem && rms(want) > 0)
+    worst_scaled_error = std::max(worst_scaled_error, arma::abs(got - want).max() / rms(want));
+  check_close(got, want, f32_scaled(want), what);
+}
+
+std::vector<std::int64_t> some_tokens(const Config& c, std::int64_t T, unsigned seed) {
+  std::mt19937_64 rng(seed);
+  std::vector<std::int64_t> tokens(static_cast<std::size_t>(T));
+  for (auto& t : tokens) t = static_cast<std::int64_t>(rng() % static_cast<std::uint64_t>(c.vocab_size));
+  return tokens;
+}
+
+// Block sizes that divide none of the test dimensions.
+fast::Options odd_blocks(int threads) {
+  fast::Options o;
+  o.threads = threads;
+  o.mc = 37;  // rounded up to 64 rows
+  o.nc = 13;
+  o.kc = 29;
+  o.attn_qb = 5;
+  o.attn_heads = 3;
+  o.attn_kb = 11;
+  o.decode_kb = 7;
+  return o;
+}
+
+// Every tensor the fast path traced must match the reference's tensor of the same name.
+void compare_traces(const RecordingTracer& fast_tr, const RecordingTracer& ref_tr,
+                    const std::string& what) {
+  std::size_t compared = 0;
+  for (const auto& e : fast_tr.entries()) {
+    REQUIRE_MESSAGE(ref_tr.has(e.name), fmt::format("{}: the reference traced no '{}'", what, e.name));
+    const arma::mat got = fast_tr.get_mat(e.name), want = ref_tr.get_mat(e.name);
+    if (e.name.ends_with("moe.experts"))
+      check_close(got, want, {0.0, 0.0}, what + ": " + e.name);  // indices: exactly equal
+    else
+      check_f32(got, want, what + ": " + e.name);
+    ++compared;
+  }
+  CHECK(compared >= 10);
+}
+
+void check_against_reference(const Config& c, std::uint64_t seed, std::int64_t T,
+                             const fast::Options& opt) {
+  const ModelWeights W = generate_weights(c, seed);
+  const fast::ModelWeightsF F = fast::convert_weights(W, c);
+  const auto tokens = some_tokens(c, T, static_cast<unsigned>(seed));
+  RecordingTracer ref_tr, fast_tr;
+  const arma::mat want = ref::forward(W, c, tokens, 0, nullptr, ref::ForwardOptions{}, &ref_tr);
+  const arma::fmat got = fast::forward(F, c, tokens, 0, nullptr, opt, &fast_tr);
+  check_f32(arma::conv_to<arma::mat>::from(got), want, c.name + ": logits");
+  compare_traces(fast_tr, ref_tr, fmt::format("{} (T={}, threads={})", c.name, T, opt.threads));
+}
+
+// A config with sizes that are odd, prime or just past a block boundary.
+Config random_config(unsigned seed) {
+  std::mt19937 rng(seed);
+  auto pick = [&](int lo, int hi) { return static_cast<std::int64_t>(lo + rng() % (hi - lo + 1)); };
+  Config c = preset("tiny-v3");
+  c.name = fmt::format("random-{}", seed);
+  c.hidden_size = pick(33, 71);
+  c.num_attention_heads = pick(2, 5);
+  c.num_key_value_heads = c.num_attention_heads;
+  c.qk_nope_head_dim = pick(3, 13);
+  c.qk_rope_head_dim = 2 * pick(1, 5);
+  c.v_head_dim = pick(3, 17);
+  c.kv_lora_rank = pick(17, 67);  // one to three 32-row panels, the last one partial
+  c.q_lora_rank = seed % 2 ? pick(9, 40) : 0;
+  c.intermediate_size = pick(20, 90);
+  c.moe_intermediate_size = pick(5, 37);
+  c.vocab_size = pick(40, 150);
+  c.num_hidden_layers = 2;
+  c.first_k_dense_replace = 1;
+  c.num_nextn_predict_layers = 0;
+  if (seed % 3 == 0) {  // V2-Lite rules
+    c.scoring_func = "softmax";
+    c.topk_method = "greedy";
+    c.norm_topk_prob = false;
+    c.n_group = 1;
+    c.topk_group = 1;
+    c.n_routed_experts = 7;
+    c.num_experts_per_tok = 2;
+    c.n_shared_experts = 0;
+  }
+  validate(c);
+  return c;
+}
+
+}  // namespace
+
+TEST_CASE("fast::forward matches ref::forward on every traced tensor of the tiny presets") {
+  worst_scaled_error = 0.0;
+  for (const char* name : {"tiny-v3", "tiny-v2-lite", "tiny-v2", "tiny-yarn"}) {
+    const Config c = preset(name);
+    // 37 tokens take the flash prefill path (n_h*T > 32); 5 tokens the key-parallel decode path.
+    for (std::int64_t T : {37, 5}) {
+      CAPTURE(name);
+      CAPTURE(T);
+      check_against_reference(c, 7, T, fast::Options{});
+      check_against_reference(c, 7, T, odd_blocks(2));
+    }
+  }
+  MESSAGE(fmt::format("worst |fast - ref| / rms(ref) over all traced tensors: {:.2e}", worst_scaled_error));
+}
+
+TEST_CASE("fast::forward matches ref::forward on random configs with sizes off the block grid") {
+  worst_scaled_error = 0.0;
+  for (unsigned seed : {1u, 2u, 3u, 4u, 5u, 6u}) {
+    const Config c = random_config(seed);
+    CAPTURE(c.name);
+    check_against_reference(c, seed, 29, odd_blocks(3));
+    check_against_reference(c, seed, 3, fast::Options{});
+  }
+  MESSAGE(fmt::format("worst |fast - ref| / rms(ref) over all traced tensors: {:.2e}", worst_scaled_error));
+}
+
+TEST_CASE("fast::forward is bit-identical for 1, 2, 3 and 7 threads") {
+  for (const Config& c : {preset("tiny-v3"), random_config(5)}) {
+    const ModelWeights W = generate_weights(c, 11);
+    const fast::ModelWeightsF F = fast::convert_weights(W, c);
+    const auto tokens = some_tokens(c, 41, 3);
+    for (const fast::Options& base : {fast::Options{}, odd_blocks(1)}) {
+      RecordingTracer one;
+      fast::Options o1 = base;
+      o1.threads = 1;
+      const arma::fmat want = fast::forward(F, c, tokens, 0, nullptr, o1, &one);
+      for (int threads : {2, 3, 7}) {
+        CAPTURE(c.name);
+        CAPTURE(threads);
+        fast::Options o = base;
+        o.threads = threads;
+        RecordingTracer many;
+        const arma::fmat got = fast::forward(F, c, tokens, 0, nullptr, o, &many);
+        CHECK(std::memcmp(got.memptr(), want.memptr(), want.n_elem * sizeof(float)) == 0);
+        REQUIRE(many.entries().size() == one.entries().size());
+        for (std::size_t i = 0; i < one.entries().size(); ++i) {
+          CAPTURE(one.entries()[i].name);
+          CHECK(many.entries()[i].data == one.entries()[i].data);
+        }
+        // Incremental decoding goes through the key-parallel path: the same guarantee holds.
+        const arma::fmat inc1 = fast::forward_incremental(F, c, tokens, 30, o1, nullptr);
+        const arma::fmat incn = fast::forward_incremental(F, c, tokens, 30, o, nullptr);
+        CHECK(std::memcmp(inc1.memptr(), incn.memptr(), inc1.n_elem * sizeof(float)) == 0);
+      }
+    }
+  }
+}
+
+TEST_CASE("fast prefill plus incremental decode agrees with one full forward and with the reference") {
+  for (const Config& c : {preset("tiny-v3"), preset("tiny-v2-lite"), random_config(4)}) {
+    CAPTURE(c.name);
+    const ModelWeights W = generate_weights(c, 5);
+    const fast::ModelWeightsF F = fast::convert_weights(W, c);
+    const auto tokens = some_tokens(c, 24, 9);
+    const arma::fmat full = fast::forward(F, c, tokens, 0, nullptr, odd_blocks(2), nullptr);
+    const arma::fmat inc = fast::forward_incremental(F, c, tokens, 10, odd_blocks(2), nullptr);
+    const arma::mat want = ref::forward(W, c, tokens, 0, nullptr, ref::ForwardOptions{}, nullptr);
+    check_f32(arma::conv_to<arma::mat>::from(inc), arma::conv_to<arma::mat>::from(full),
+              c.name + ": incremental vs full (fast)");
+    check_f32(arma::conv_to<arma::mat>::from(inc), want, c.name + ": incremental (fast) vs full (reference)");
+    // A chunked prefill at pos0 > 0 through the cache (flash path with an offset).
+    fast::ModelCache cache = fast::make_cache(c);
+    const std::vector<std::int64_t> first(tokens.begin(), tokens.begin() + 7),
+        rest(tokens.begin() + 7, tokens.end());
+    fast::forward(F, c, first, 0, &cache, odd_blocks(2), nullptr);
+    const arma::fmat chunk = fast::forward(F, c, rest, 7, &cache, odd_blocks(2), nullptr);
+    check_f32(arma::conv_to<arma::mat>::from(chunk), arma::mat(want.cols(7, want.n_cols - 1)),
+              c.name + ": chunked prefill at pos0 = 7");
+  }
+}
+
+TEST_CASE("fast::forward rejects bad input with a message") {
+  const Config c = preset("tiny-v3");
+  const fast::ModelWeightsF F = fast::convert_weights(generate_weights(c, 1), c);
+  CHECK_THROWS_WITH_AS(fast::forward(F, c, {1, 128}, 0, nullptr, {}, nullptr),
+                       doctest::Contains("outside the vocabulary"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(fast::forward(F, c, {1, 2}, 255, nullptr, {}, nullptr),
+                       doctest::Contains("max_position_embeddings"), std::invalid_argument);
+  fast::ModelCache cache = fast::make_cache(c);
+  CHECK_THROWS_WITH_AS(fast::forward(F, c, {1, 2}, 3, &cache, {}, nullptr),
+                       doctest::Contains("cache holds 0 tokens"), std::invalid_argument);
+  fast::Options bad;
+  bad.threads = 0;
+  CHECK_THROWS_WITH_AS(fast::forward(F, c, {1, 2}, 0, nullptr, bad, nullptr),
+                       doctest::Contains("threads"), std::invalid_argument);
+}
