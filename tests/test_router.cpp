@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "reference/golden_json.hpp"
 #include "reference/router.hpp"
 #include "tests/support/check.hpp"
 
@@ -368,4 +369,55 @@ TEST_CASE("route rejects inconsistent shapes and configs with a message naming t
   MoeWeights W_inf = identity_router(8, kB);
   W_inf.W_g(5, 2) = std::numeric_limits<double>::infinity();
   check_rejects([&] { route(x, W_inf, c, Faults{}, nullptr); }, "ell[5] of token 0");
+}
+
+TEST_CASE("golden/router/v3_routing.json: walkthrough 12's token, its faults and the V2 contrast (NumPy)") {
+  const dsr1::GoldenFile g = dsr1::GoldenFile::load("golden/router/v3_routing.json");
+  const dsr1::test::Tol tol{g.tol_abs(), g.tol_rel()};
+  const arma::mat x = g.tokens("inputs.x");
+  MoeWeights W;
+  W.W_g = g.matrix("inputs.W_g");
+  W.b = g.vec("inputs.b");
+  Config c = v3_config(8, 4, 2, 2);
+  c.hidden_size = static_cast<std::int64_t>(g.number("parameters.hidden_size"));
+  REQUIRE(g.number("parameters.v3_routed_scaling_factor") == c.routed_scaling_factor);
+
+  dsr1::RecordingTracer tr;
+  const Routing r = route(x, W, c, Faults{}, &tr);
+  for (const char* name : {"ell", "s", "s_tilde", "group_scores", "group_mask", "experts", "g"})
+    check_close(tr.get_mat(std::string("moe.") + name), g.tokens(std::string("expected.") + name), tol, name);
+  check_close(arma::conv_to<arma::mat>::from(r.experts), g.tokens("expected.experts"), tol, "experts");
+
+  const auto with = [&](auto set) {
+    Faults f;
+    set(f);
+    return route(x, W, c, f, nullptr);
+  };
+  const auto ids = [](const Routing& rr) { return arma::mat(arma::conv_to<arma::mat>::from(rr.experts)); };
+  check_close(with([](Faults& f) { f.bias_in_weights = true; }).g, g.tokens("expected.fault_P4_bias_in_weights_g"),
+              tol, "P4 g");
+  const Routing p5 = with([](Faults& f) { f.group_score_max = true; });
+  check_close(ids(p5), g.tokens("expected.fault_P5_group_score_max_experts"), tol, "P5 experts");
+  check_close(p5.g, g.tokens("expected.fault_P5_group_score_max_g"), tol, "P5 g");
+  const Routing p6 = with([](Faults& f) { f.group_mask_zero = true; });
+  check_close(ids(p6), g.tokens("expected.fault_P6_group_mask_zero_experts"), tol, "P6 experts");
+  check_close(p6.g, g.tokens("expected.fault_P6_group_mask_zero_g"), tol, "P6 g");
+  check_close(with([](Faults& f) { f.double_routed_scaling = true; }).g,
+              g.tokens("expected.fault_P17_double_routed_scaling_g"), tol, "P17 g");
+
+  Config c2 = v2_config(8, 4, 2, 2);
+  c2.hidden_size = c.hidden_size;
+  REQUIRE(g.number("parameters.v2_routed_scaling_factor") == c2.routed_scaling_factor);
+  MoeWeights W2 = W;
+  W2.b.reset();
+  dsr1::RecordingTracer tr2;
+  const Routing v2 = route(x, W2, c2, Faults{}, &tr2);
+  check_close(tr2.get_mat("moe.s"), g.tokens("expected.v2_s"), tol, "v2 s");
+  check_close(tr2.get_mat("moe.group_scores"), g.tokens("expected.v2_group_scores"), tol, "v2 group_scores");
+  check_close(tr2.get_mat("moe.group_mask"), g.tokens("expected.v2_group_mask"), tol, "v2 group_mask");
+  check_close(ids(v2), g.tokens("expected.v2_experts"), tol, "v2 experts");
+  check_close(v2.g, g.tokens("expected.v2_g"), tol, "v2 g");
+  Faults f8;
+  f8.renormalize_softmax = true;
+  check_close(route(x, W2, c2, f8, nullptr).g, g.tokens("expected.v2_fault_P8_renormalize_softmax_g"), tol, "P8 g");
 }
