@@ -287,17 +287,11 @@ arma::mat mla_forward(const arma::mat& x, const MlaWeights& W, const Config& c, 
 
   // Keys: with a cache, every cached token (positions 0 .. pos0-1) plus the T new ones;
   // without, the T new tokens at positions pos0 .. pos0+T-1.
-  arma::mat C, K_R;           // [r_kv, T_k], [d_rope, T_k]
-  std::int64_t key_pos0 = pos0;
-  if (cache) {
-    cache->append(latent, kv.k_rope);
-    C = cache->c_kv_hat;
-    K_R = cache->k_rope;
-    key_pos0 = 0;
-  } else {
-    C = latent;
-    K_R = kv.k_rope;
-  }
+  // (Referenced, not copied: at 128K tokens a layer's cache is hundreds of megabytes.)
+  if (cache) cache->append(latent, kv.k_rope);
+  const arma::mat& C = cache ? cache->c_kv_hat : latent;     // [r_kv, T_k]
+  const arma::mat& K_R = cache ? cache->k_rope : kv.k_rope;  // [d_rope, T_k]
+  const std::int64_t key_pos0 = cache ? 0 : pos0;
 
   const arma::mat o =                                           // [n_h*d_v, T]
       opt.form == AttnForm::Naive
