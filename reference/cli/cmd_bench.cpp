@@ -1,0 +1,321 @@
+// dsr1 bench: speed of the fast path (reference/fast/) on the medium config, against the
+// machine's own limits measured in the same run (OpenBLAS sgemm, a streaming read) and against
+// the reference. A benchmark, not a test: it reports, it asserts nothing. docs/fast-path.md.
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <iterator>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <thread>
+
+#include "reference/cli/command.hpp"
+#include "reference/fast/bench.hpp"
+#include "reference/fast/model.hpp"
+#include "reference/fast/weights.hpp"
+#include "reference/loader.hpp"
+#include "reference/model.hpp"
+
+// OpenBLAS extensions, declared weak so that the program still links against another BLAS.
+extern "C" {
+char* openblas_get_corename(void) __attribute__((weak));
+void openblas_set_num_threads(int) __attribute__((weak));
+}
+
+namespace dsr1::cli {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct BenchArgs {
+  bool json = false;
+  bool quick = false;
+  int threads = 0;  // 0: all hardware threads
+  std::uint64_t seed = 1;
+  fast::Options blocks;  // block sizes (the thread count is set separately)
+};
+
+// Best wall time of `reps` runs of f (after `warmup` untimed runs).
+double best_seconds(int reps, int warmup, const std::function<void()>& f) {
+  for (int i = 0; i < warmup; ++i) f();
+  double best = 1e300;
+  for (int i = 0; i < reps; ++i) {
+    const auto t0 = Clock::now();
+    f();
+    best = std::min(best, std::chrono::duration<double>(Clock::now() - t0).count());
+  }
+  return best;
+}
+
+std::string corename() { return openblas_get_corename ? openblas_get_corename() : "unknown (not OpenBLAS)"; }
+
+// OpenBLAS 0.3.21 does not recognise every new CPU model and then falls back to its generic
+// SSE3 "Prescott" kernels, which would make it a straw man. If that happened on a CPU with
+// AVX-512 or AVX2, re-run this program with OPENBLAS_CORETYPE naming the matching kernel set
+// (it is read when the library loads, so it must be set before the process starts).
+void reexec_with_proper_openblas_kernels() {
+  if (std::getenv("OPENBLAS_CORETYPE") || std::getenv("DSR1_BENCH_REEXEC")) return;
+  if (corename() != "Prescott") return;
+  __builtin_cpu_init();
+  const char* core = __builtin_cpu_supports("avx512f") ? "SkylakeX"
+                     : __builtin_cpu_supports("avx2")  ? "Haswell"
+                                                       : nullptr;
+  if (!core) return;
+  std::ifstream in("/proc/self/cmdline", std::ios::binary);
+  const std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::vector<std::string> args;
+  for (std::size_t i = 0; i < all.size();) {
+    const std::size_t end = all.find('\0', i);
+    args.push_back(all.substr(i, end - i));
+    i = end == std::string::npos ? all.size() : end + 1;
+  }
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  setenv("OPENBLAS_CORETYPE", core, 1);
+  setenv("DSR1_BENCH_REEXEC", "1", 1);
+  execv("/proc/self/exe", argv.data());  // returns only on failure: then carry on as we are
+}
+
+arma::fmat random_fmat(std::int64_t rows, std::int64_t cols, unsigned seed) {
+  arma::arma_rng::set_seed(seed);
+  return arma::randu<arma::fmat>(rows, cols) * 2.0f - 1.0f;
+}
+
+// Fills every layer of the cache with n synthetic tokens: latents of unit RMS, as
+// RMSNorm_kv would produce, and keys of similar size (decode cost does not depend on values).
+void fill_cache(fast::ModelCache& cache, std::int64_t n) {
+  std::mt19937 rng(5);
+  std::uniform_real_distribution<float> u(-1.7f, 1.7f);
+  for (auto& layer : cache.layers) {
+    float* rows = layer.append_rows(n);
+    const std::int64_t total = n * layer.row_floats();
+    for (std::int64_t i = 0; i < total; ++i) rows[i] = u(rng);
+  }
+}
+
+int bench(const BenchArgs& a) {
+  reexec_with_proper_openblas_kernels();
+  const int threads = a.threads > 0 ? a.threads : std::max(1u, std::thread::hardware_concurrency());
+  if (openblas_set_num_threads) openblas_set_num_threads(threads);
+  fast::Options opt = a.blocks;
+  opt.threads = threads;
+  const Config c = fast::bench_config();
+  const std::int64_t L = c.num_hidden_layers, D = c.kv_lora_rank + c.qk_rope_head_dim;
+  nlohmann::json out;
+  out["config"] = c.name;
+  out["threads"] = threads;
+  out["quick"] = a.quick;
+  out["openblas_core"] = corename();
+  out["blocks"] = {{"mc", opt.mc}, {"nc", opt.nc}, {"kc", opt.kc}, {"attn_qb", opt.attn_qb},
+                   {"attn_heads", opt.attn_heads}, {"attn_kb", opt.attn_kb}, {"decode_kb", opt.decode_kb}};
+  auto say = [&](const std::string& s) {
+    if (!a.json) fmt::print("{}\n", s);
+  };
+  say(fmt::format("dsr1 bench: config {} (d={}, n_h={}, r_q={}, r_kv={}, L={}, N_r={}, K={}, V={}), "
+                  "{} threads, OpenBLAS kernels: {}",
+                  c.name, c.d(), c.n_h(), c.q_lora_rank, c.kv_lora_rank, L, c.n_routed_experts,
+                  c.num_experts_per_tok, c.vocab_size, threads, corename()));
+
+  // Weights: the generator's (double, float32-exact values), converted once.
+  auto t0 = Clock::now();
+  auto W = std::make_unique<ModelWeights>(generate_weights(c, a.seed));
+  const fast::ModelWeightsF F = fast::convert_weights(*W, c);
+  say(fmt::format("weights generated and packed in {:.1f} s", std::chrono::duration<double>(Clock::now() - t0).count()));
+  std::mt19937_64 rng(a.seed);
+  auto tokens_of = [&](std::int64_t T) {
+    std::vector<std::int64_t> t(static_cast<std::size_t>(T));
+    for (auto& x : t) x = static_cast<std::int64_t>(rng() % static_cast<std::uint64_t>(c.vocab_size));
+    return t;
+  };
+
+  // 1. Speedup over the reference on the same input (same tokens, same count).
+  {
+    const std::int64_t T = a.quick ? 16 : 64;
+    const auto tokens = tokens_of(T);
+    arma::mat want;
+    const double t_ref = best_seconds(1, 0, [&] {
+      want = ref::forward(*W, c, tokens, 0, nullptr, ref::ForwardOptions{}, nullptr);
+    });
+    arma::fmat got;
+    const double t_fast = best_seconds(3, 1, [&] { got = fast::forward(F, c, tokens, 0, nullptr, opt, nullptr); });
+    const double max_rel = arma::abs(arma::conv_to<arma::mat>::from(got) - want).max() / arma::abs(want).max();
+    out["speedup_vs_reference"] = t_ref / t_fast;
+    out["reference"] = {{"tokens", T}, {"reference_s", t_ref}, {"fast_s", t_fast},
+                        {"max_abs_logit_diff_over_max_logit", max_rel}};
+    say(fmt::format("reference vs fast, prefill of {} tokens: {:.3f} s vs {:.4f} s: speedup {:.0f}x "
+                    "(max |logit diff| / max |logit| = {:.1e})", T, t_ref, t_fast, t_ref / t_fast, max_rel));
+  }
+  W.reset();  // the double weights are no longer needed
+
+  // 2. Thread invariance in this run: 1 vs 2 threads, prefill and one decode step.
+  {
+    const auto tokens = tokens_of(48);
+    fast::Options o1 = opt, o2 = opt;
+    o1.threads = 1;
+    o2.threads = 2;
+    fast::ModelCache c1 = fast::make_cache(c, 64), c2 = fast::make_cache(c, 64);
+    const arma::fmat p1 = fast::forward(F, c, tokens, 0, &c1, o1, nullptr);
+    const arma::fmat p2 = fast::forward(F, c, tokens, 0, &c2, o2, nullptr);
+    const arma::fvec d1 = fast::decode(F, c, 7, c1, o1, nullptr);
+    const arma::fvec d2 = fast::decode(F, c, 7, c2, o2, nullptr);
+    const bool same = std::memcmp(p1.memptr(), p2.memptr(), p1.n_elem * 4) == 0 &&
+                      std::memcmp(d1.memptr(), d2.memptr(), d1.n_elem * 4) == 0;
+    out["thread_invariant"] = same;
+    say(fmt::format("1 thread vs 2 threads, prefill of 48 tokens and one decode step: {}",
+                    same ? "bit-identical" : "DIFFERENT"));
+  }
+
+  // 3. GEMM stages: the fast kernel vs OpenBLAS sgemm (through Armadillo) on the prefill's shapes.
+  const std::int64_t T_main = a.quick ? 256 : 1024;
+  double blas_gemm_seconds = 0, fast_gemm_seconds = 0, gemm_flops = 0;
+  {
+    std::map<std::string, std::array<double, 3>> stage;  // flops, fast s, blas s
+    const int reps = a.quick ? 2 : 3;
+    for (const fast::GemmShape& s : fast::prefill_gemms(c, T_main)) {
+      const arma::fmat Wm = random_fmat(s.M, s.K, 1), X = random_fmat(s.K, s.N, 2);
+      const fast::PackedMatrix P = fast::pack_matrix(Wm);
+      arma::fmat Y(s.M, s.N), Yb(s.M, s.N);
+      const double tf = best_seconds(reps, 1, [&] {
+        fast::gemm(P, X.memptr(), s.K, s.N, Y.memptr(), s.M, false, opt);
+      });
+      const double tb = best_seconds(reps, 1, [&] { Yb = Wm * X; });
+      const double f = 2.0 * s.M * s.K * s.N;
+      auto& st = stage[s.stage];
+      st[0] += f * s.count;
+      st[1] += tf * s.count;
+      st[2] += tb * s.count;
+    }
+    nlohmann::json js;
+    say(fmt::format("\nGEMM stages of a {}-token prefill (fast kernel vs OpenBLAS sgemm, same shapes, {} threads):", T_main, threads));
+    say(fmt::format("  {:<10} {:>10} {:>12} {:>12} {:>9}", "stage", "GFLOP", "fast GF/s", "BLAS GF/s", "fraction"));
+    for (const auto& [name, st] : stage) {
+      gemm_flops += st[0];
+      fast_gemm_seconds += st[1];
+      blas_gemm_seconds += st[2];
+      js[name] = {{"gflop", st[0] / 1e9}, {"fast_gflops", st[0] / st[1] / 1e9},
+                  {"openblas_gflops", st[0] / st[2] / 1e9}, {"fraction_of_openblas", st[2] / st[1]}};
+      say(fmt::format("  {:<10} {:>10.2f} {:>12.1f} {:>12.1f} {:>8.0f}%", name, st[0] / 1e9,
+                      st[0] / st[1] / 1e9, st[0] / st[2] / 1e9, 100 * st[2] / st[1]));
+    }
+    out["gemm_stages"] = js;
+    out["gemm_fraction_of_openblas"] = blas_gemm_seconds / fast_gemm_seconds;
+    out["openblas_gflops_prefill_shapes"] = gemm_flops / blas_gemm_seconds / 1e9;
+    say(fmt::format("  {:<10} {:>10.2f} {:>12.1f} {:>12.1f} {:>8.0f}%", "all", gemm_flops / 1e9,
+                    gemm_flops / fast_gemm_seconds / 1e9, gemm_flops / blas_gemm_seconds / 1e9,
+                    100 * blas_gemm_seconds / fast_gemm_seconds));
+  }
+  const double blas_gflops = gemm_flops / blas_gemm_seconds / 1e9;
+
+  // 4. Prefill of the whole model.
+  {
+    nlohmann::json jp = nlohmann::json::array();
+    say(fmt::format("\nprefill (model FLOPs include attention; OpenBLAS rate of the prefill's GEMM shapes at T={}: {:.1f} GF/s):",
+                    T_main, blas_gflops));
+    say(fmt::format("  {:>7} {:>10} {:>10} {:>10} {:>14}", "tokens", "seconds", "tokens/s", "GFLOP/s", "vs OpenBLAS"));
+    std::vector<std::int64_t> lengths = a.quick ? std::vector<std::int64_t>{256} : std::vector<std::int64_t>{256, 1024};
+    for (std::int64_t T : lengths) {
+      const auto tokens = tokens_of(T);
+      const double s = best_seconds(a.quick ? 1 : 2, 1, [&] {
+        fast::ModelCache cache = fast::make_cache(c, T);
+        fast::forward(F, c, tokens, 0, &cache, opt, nullptr);
+      });
+      const double gflops = fast::forward_flops(c, T, 0) / s / 1e9;
+      jp.push_back({{"tokens", T}, {"seconds", s}, {"tokens_per_s", T / s}, {"gflops", gflops},
+                    {"fraction_of_openblas", gflops / blas_gflops}});
+      if (T == T_main) out["prefill_fraction_of_openblas"] = gflops / blas_gflops;
+      say(fmt::format("  {:>7} {:>10.3f} {:>10.0f} {:>10.1f} {:>13.0f}%", T, s, T / s, gflops,
+                      100 * gflops / blas_gflops));
+    }
+    out["prefill"] = jp;
+  }
+  out["peak_rss_bytes_after_prefill"] = fast::peak_rss_bytes();
+
+  // 5. Read bandwidth of this machine (1 GiB, larger than any cache), then decode.
+  const double bw = fast::stream_read_bandwidth(threads, std::int64_t{1} << 30, a.quick ? 2 : 4);
+  out["read_bandwidth_gbps"] = bw / 1e9;
+  const std::int64_t weight_bytes = fast::decode_weight_bytes(F, c);
+  {
+    nlohmann::json jd = nlohmann::json::array();
+    say(fmt::format("\ndecode of one token (streaming read bandwidth {:.1f} GB/s; weights read per token {:.0f} MB):",
+                    bw / 1e9, weight_bytes / 1e6));
+    say(fmt::format("  {:>8} {:>10} {:>10} {:>10} {:>10} {:>14}", "cached", "ms/token", "tokens/s",
+                    "cache MB", "GB/s", "vs bandwidth"));
+    std::vector<std::int64_t> contexts = a.quick ? std::vector<std::int64_t>{512, 8192}
+                                                 : std::vector<std::int64_t>{512, 8192, 32768, 131072};
+    for (std::int64_t ctx : contexts) {
+      const int steps = ctx >= 131072 ? 2 : 4;
+      fast::ModelCache cache = fast::make_cache(c, ctx + steps + 1);
+      fill_cache(cache, ctx);
+      fast::decode(F, c, 3, cache, opt, nullptr);  // warm-up (the cache now holds ctx + 1)
+      double best = 1e300;
+      for (int i = 0; i < steps; ++i) {
+        const auto s0 = Clock::now();
+        fast::decode(F, c, 5 + i, cache, opt, nullptr);
+        best = std::min(best, std::chrono::duration<double>(Clock::now() - s0).count());
+      }
+      const double cache_read = static_cast<double>(L) * (ctx + 1) * D * 4;
+      const double bytes = static_cast<double>(weight_bytes) + cache_read;
+      const double rate = bytes / best;
+      jd.push_back({{"cached_tokens", ctx}, {"seconds_per_token", best}, {"tokens_per_s", 1 / best},
+                    {"bytes_read_per_token", bytes}, {"gbps", rate / 1e9},
+                    {"fraction_of_bandwidth", rate / bw},
+                    {"cache_bytes_allocated", cache.bytes_allocated()},
+                    {"cache_bytes_formula", fast::cache_bytes(c, cache.length())},
+                    {"peak_rss_bytes", fast::peak_rss_bytes()}});
+      if (ctx == (a.quick ? 8192 : 32768)) out["decode_fraction_of_bandwidth"] = rate / bw;
+      if (ctx == 131072)
+        out["long_context"] = {{"position", ctx + 1 + steps - 1}, {"seconds_per_token", best},
+                               {"cache_bytes", cache.bytes_allocated()},
+                               {"cache_bytes_per_token", L * D * 4},
+                               {"peak_rss_bytes", fast::peak_rss_bytes()},
+                               {"under_4gb", fast::peak_rss_bytes() < 4LL * 1000 * 1000 * 1000}};
+      say(fmt::format("  {:>8} {:>10.2f} {:>10.1f} {:>10.1f} {:>10.1f} {:>13.0f}%", ctx, best * 1e3,
+                      1 / best, cache.bytes_allocated() / 1e6, rate / 1e9, 100 * rate / bw));
+    }
+    out["decode"] = jd;
+  }
+  if (out.contains("long_context"))
+    say(fmt::format("long context: decode at position {} with a {:.0f} MB latent cache ({} bytes per "
+                    "token: linear in the context); peak RSS of the whole run {:.2f} GB (< 4 GB: {})",
+                    out["long_context"]["position"].get<std::int64_t>(),
+                    out["long_context"]["cache_bytes"].get<double>() / 1e6, L * D * 4,
+                    fast::peak_rss_bytes() / 1e9, fast::peak_rss_bytes() < 4LL * 1000 * 1000 * 1000));
+  out["peak_rss_bytes"] = fast::peak_rss_bytes();
+  if (a.json) fmt::print("{}\n", out.dump(2));
+  else
+    fmt::print("\nsummary: prefill {:.0f}% of OpenBLAS, GEMM stages {:.0f}%, decode {:.0f}% of read "
+               "bandwidth, {:.0f}x the reference, thread-invariant: {}\n",
+               100 * out["prefill_fraction_of_openblas"].get<double>(),
+               100 * out["gemm_fraction_of_openblas"].get<double>(),
+               100 * out["decode_fraction_of_bandwidth"].get<double>(),
+               out["speedup_vs_reference"].get<double>(), out["thread_invariant"].get<bool>());
+  return 0;
+}
+
+const Register reg{Command{
+    "bench", "benchmark the fast path on the medium config against OpenBLAS, memory bandwidth and the reference",
+    [](CLI::App& sub) -> std::function<int()> {
+      auto a = std::make_shared<BenchArgs>();
+      sub.add_flag("--json", a->json, "print one JSON object instead of tables");
+      sub.add_flag("--quick", a->quick, "fewer sizes and repetitions (prefill 256, decode after 512 and 8192)");
+      sub.add_option("--threads", a->threads, "threads (default: all hardware threads)")
+          ->check(CLI::Range(1, 1024));
+      sub.add_option("--seed", a->seed, "weight generator seed")->capture_default_str();
+      sub.add_option("--mc", a->blocks.mc, "GEMM rows per task")->capture_default_str()->check(CLI::PositiveNumber);
+      sub.add_option("--nc", a->blocks.nc, "GEMM tokens per task")->capture_default_str()->check(CLI::PositiveNumber);
+      sub.add_option("--kc", a->blocks.kc, "GEMM inner-dimension slice")->capture_default_str()->check(CLI::PositiveNumber);
+      return [a] { return bench(*a); };
+    }}};
+
+}  // namespace
+}  // namespace dsr1::cli
