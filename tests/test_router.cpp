@@ -421,3 +421,30 @@ TEST_CASE("golden/router/v3_routing.json: walkthrough 12's token, its faults and
   f8.renormalize_softmax = true;
   check_close(route(x, W2, c2, f8, nullptr).g, g.tokens("expected.v2_fault_P8_renormalize_softmax_g"), tol, "P8 g");
 }
+
+TEST_CASE("route at full V3 scale (deepseek-v3 preset: d = 7168, 256 experts, 8 groups, keep 4, K = 8)") {
+  const Config c = dsr1::preset("deepseek-v3");
+  const arma::uword d = c.hidden_size, N_r = c.n_routed_experts, T = 3;
+  MoeWeights W;
+  W.W_g.set_size(N_r, d);
+  for (arma::uword j = 0; j < d; ++j)
+    for (arma::uword i = 0; i < N_r; ++i) W.W_g(i, j) = std::sin(0.37 * i + 1.91 * j + 0.001 * i * j) / std::sqrt(d);
+  W.b.set_size(N_r);
+  for (arma::uword i = 0; i < N_r; ++i) W.b(i) = 0.05 * std::cos(1.3 * i);
+  arma::mat x(d, T);
+  for (arma::uword t = 0; t < T; ++t)
+    for (arma::uword j = 0; j < d; ++j) x(j, t) = std::cos(0.7 * j + 2.3 * t);
+  dsr1::RecordingTracer tr;
+  const Routing r = route(x, W, c, Faults{}, &tr);
+  REQUIRE(r.experts.n_rows == 8);
+  const arma::mat mask = tr.get_mat("moe.group_mask");  // [n_group = 8, T]
+  for (arma::uword t = 0; t < T; ++t) {
+    CAPTURE(t);
+    CHECK(arma::accu(mask.col(t)) == 4.0);
+    std::vector<arma::uword> e = experts_of(r, t);
+    for (arma::uword i : e) CHECK(mask(i / 32, t) == 1.0);  // 32 consecutive experts per group
+    std::sort(e.begin(), e.end());
+    CHECK(std::adjacent_find(e.begin(), e.end()) == e.end());  // 8 distinct experts
+    check_close(arma::accu(r.g.col(t)), 2.5, exact_vs_ref, "sum of g");
+  }
+}
