@@ -53,6 +53,27 @@ float generator_value(std::uint64_t seed, std::string_view name, std::uint64_t i
   return static_cast<float>(f);
 }
 
+void generator_fill(std::uint64_t seed, std::string_view name, std::uint64_t last_dim,
+                    std::uint64_t first, std::uint64_t count, double* out) {
+  // The per-tensor parts of the rule, computed once: seed * C1 + key, the role, sqrt(n).
+  const std::uint64_t base = seed * 0x9E3779B97F4A7C15ULL + fnv1a64(name);
+  const GeneratorRole role = generator_role(name);
+  const double sqrt_n = std::sqrt(static_cast<double>(last_dim == 0 ? 1 : last_dim));
+  for (std::uint64_t i = 0; i < count; ++i) {
+    const std::uint64_t z = mix64(base + (first + i) * 0xD1B54A32D192ED03ULL);
+    const double u = static_cast<double>(z >> 40) / 16777216.0;  // / 2^24
+    const double r = 2.0 * u - 1.0;
+    double f = 0.0;
+    switch (role) {
+      case GeneratorRole::Norm: f = 1.0 + r / 4.0; break;
+      case GeneratorRole::Bias: f = r / 16.0; break;
+      case GeneratorRole::Scale: f = std::ldexp(1.0 + (r + 1.0) / 2.0, -8); break;
+      case GeneratorRole::Linear: f = r / sqrt_n; break;
+    }
+    out[i] = static_cast<double>(static_cast<float>(f));
+  }
+}
+
 GeneratorSource::GeneratorSource(std::uint64_t seed, std::vector<Entry> catalogue)
     : seed_(seed), catalogue_(std::move(catalogue)) {}
 
@@ -78,7 +99,7 @@ TensorData GeneratorSource::read(const std::string& name) const {
   for (auto s : e.shape) n *= s;
   const std::uint64_t last = e.shape.empty() ? 1 : e.shape.back();
   TensorData t{e.shape, std::vector<double>(n)};
-  for (std::uint64_t i = 0; i < n; ++i) t.data[i] = generator_value(seed_, e.name, i, last);
+  generator_fill(seed_, e.name, last, 0, n, t.data.data());
   return t;
 }
 

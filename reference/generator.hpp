@@ -39,6 +39,13 @@ GeneratorRole generator_role(std::string_view tensor_name);
 float generator_value(std::uint64_t seed, std::string_view name, std::uint64_t index,
                       std::uint64_t last_dim);
 
+// Elements first .. first+count-1 of tensor `name` into out[0 .. count-1]: the same values as
+// generator_value, element by element, but the name is hashed and the role decided once per call
+// (a full-scale tensor has up to 10^8 elements). out must hold count doubles (each value is a
+// float32, so double holds it exactly).
+void generator_fill(std::uint64_t seed, std::string_view name, std::uint64_t last_dim,
+                    std::uint64_t first, std::uint64_t count, double* out);
+
 // A TensorSource that produces every tensor of a given catalogue (name -> shape) lazily.
 class GeneratorSource : public TensorSource {
  public:
