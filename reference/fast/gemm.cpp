@@ -11,35 +11,65 @@
 namespace dsr1::fast {
 namespace {
 
-// acc[j][i] = sum_k A(i, k) B(k, j) for an MR x N_COLS tile, then C = acc or C += acc.
-template <int N_COLS>
+// acc[j][i] = sum_k A(i, k) B(k, j) for a ROWS x N_COLS tile, then C = acc or C += acc.
+template <int ROWS, int N_COLS>
 [[gnu::always_inline]] inline void micro_kernel(std::int64_t kc, const float* __restrict a,
                                                 std::int64_t lda, const float* __restrict b,
                                                 std::int64_t bk, std::int64_t bj,
                                                 float* __restrict c, std::int64_t ldc,
                                                 std::int64_t m_valid, bool accumulate) {
-  float acc[N_COLS][MR];
+  float acc[N_COLS][ROWS];
   for (int j = 0; j < N_COLS; ++j)
-    for (int i = 0; i < MR; ++i) acc[j][i] = 0.0f;
+    for (int i = 0; i < ROWS; ++i) acc[j][i] = 0.0f;
   for (std::int64_t k = 0; k < kc; ++k) {
     const float* ak = a + k * lda;
     const float* bkp = b + k * bk;
     for (int j = 0; j < N_COLS; ++j) {
       const float bv = bkp[j * bj];
-      for (int i = 0; i < MR; ++i) acc[j][i] += ak[i] * bv;
+      for (int i = 0; i < ROWS; ++i) acc[j][i] += ak[i] * bv;
     }
   }
-  if (m_valid == MR) {
+  if (m_valid == ROWS) {
     for (int j = 0; j < N_COLS; ++j) {
       float* cj = c + j * ldc;
       if (accumulate)
-        for (int i = 0; i < MR; ++i) cj[i] += acc[j][i];
+        for (int i = 0; i < ROWS; ++i) cj[i] += acc[j][i];
       else
-        for (int i = 0; i < MR; ++i) cj[i] = acc[j][i];
+        for (int i = 0; i < ROWS; ++i) cj[i] = acc[j][i];
     }
   } else {
     for (int j = 0; j < N_COLS; ++j) {
       float* cj = c + j * ldc;
+      for (std::int64_t i = 0; i < m_valid; ++i) cj[i] = accumulate ? cj[i] + acc[j][i] : acc[j][i];
+    }
+  }
+}
+
+// The 16-row tile written with GCC vector types: one 16-float vector per column of the tile
+// (one AVX-512 register, two AVX2 registers), because GCC's auto-vectoriser turns the generic
+// kernel above with ROWS = 16 into permutes instead of broadcast FMAs. Same sum order: k in
+// order from zero, then stored or added to C.
+typedef float v16f __attribute__((vector_size(64), aligned(4), may_alias));
+
+template <int N_COLS>
+[[gnu::always_inline]] inline void micro_kernel16(std::int64_t kc, const float* __restrict a,
+                                                  std::int64_t lda, const float* __restrict b,
+                                                  std::int64_t bk, std::int64_t bj,
+                                                  float* __restrict c, std::int64_t ldc,
+                                                  std::int64_t m_valid, bool accumulate) {
+  v16f acc[N_COLS];
+  for (int j = 0; j < N_COLS; ++j) acc[j] = v16f{};
+  for (std::int64_t k = 0; k < kc; ++k) {
+    const v16f ak = *reinterpret_cast<const v16f*>(a + k * lda);
+    const float* bkp = b + k * bk;
+    for (int j = 0; j < N_COLS; ++j) acc[j] += ak * bkp[j * bj];
+  }
+  for (int j = 0; j < N_COLS; ++j) {
+    float* cj = c + j * ldc;
+    if (m_valid == 16) {
+      v16f* cv = reinterpret_cast<v16f*>(cj);
+      *cv = accumulate ? *cv + acc[j] : acc[j];
+    } else {
       for (std::int64_t i = 0; i < m_valid; ++i) cj[i] = accumulate ? cj[i] + acc[j][i] : acc[j][i];
     }
   }
@@ -59,17 +89,40 @@ void gemm_panels(std::int64_t m, std::int64_t n, std::int64_t kc, const float* a
       float* cp = c + p * MR + j0 * ldc;
       const std::int64_t m_valid = std::min<std::int64_t>(MR, m - p * MR);
       switch (n_cols) {
-        case 8: micro_kernel<8>(kc, ap, lda, bp, bk, bj, cp, ldc, m_valid, accumulate); break;
-        case 7: micro_kernel<7>(kc, ap, lda, bp, bk, bj, cp, ldc, m_valid, accumulate); break;
-        case 6: micro_kernel<6>(kc, ap, lda, bp, bk, bj, cp, ldc, m_valid, accumulate); break;
-        case 5: micro_kernel<5>(kc, ap, lda, bp, bk, bj, cp, ldc, m_valid, accumulate); break;
-        case 4: micro_kernel<4>(kc, ap, lda, bp, bk, bj, cp, ldc, m_valid, accumulate); break;
-        case 3: micro_kernel<3>(kc, ap, lda, bp, bk, bj, cp, ldc, m_valid, accumulate); break;
-        case 2: micro_kernel<2>(kc, ap, lda, bp, bk, bj, cp, ldc, m_valid, accumulate); break;
-        default: micro_kernel<1>(kc, ap, lda, bp, bk, bj, cp, ldc, m_valid, accumulate); break;
+        case 8: micro_kernel<MR, 8>(kc, ap, lda, bp, bk, bj, cp, ldc, m_valid, accumulate); break;
+        case 7: micro_kernel<MR, 7>(kc, ap, lda, bp, bk, bj, cp, ldc, m_valid, accumulate); break;
+        case 6: micro_kernel<MR, 6>(kc, ap, lda, bp, bk, bj, cp, ldc, m_valid, accumulate); break;
+        case 5: micro_kernel<MR, 5>(kc, ap, lda, bp, bk, bj, cp, ldc, m_valid, accumulate); break;
+        case 4: micro_kernel<MR, 4>(kc, ap, lda, bp, bk, bj, cp, ldc, m_valid, accumulate); break;
+        case 3: micro_kernel<MR, 3>(kc, ap, lda, bp, bk, bj, cp, ldc, m_valid, accumulate); break;
+        case 2: micro_kernel<MR, 2>(kc, ap, lda, bp, bk, bj, cp, ldc, m_valid, accumulate); break;
+        default: micro_kernel<MR, 1>(kc, ap, lda, bp, bk, bj, cp, ldc, m_valid, accumulate); break;
       }
     }
   }
+}
+
+DSR1_FAST_CLONES
+void gemm_rows16(std::int64_t m, std::int64_t n, std::int64_t kc, const float* a, std::int64_t lda,
+                 const float* b, std::int64_t bk, std::int64_t bj, float* c, std::int64_t ldc,
+                 bool accumulate) {
+  std::int64_t j0 = 0;
+  for (; j0 + 16 <= n; j0 += 16)
+    micro_kernel16<16>(kc, a, lda, b + j0 * bj, bk, bj, c + j0 * ldc, ldc, m, accumulate);
+  // The last n % 16 columns as tiles of 8, 4, 2 and 1.
+  if (n - j0 >= 8) {
+    micro_kernel16<8>(kc, a, lda, b + j0 * bj, bk, bj, c + j0 * ldc, ldc, m, accumulate);
+    j0 += 8;
+  }
+  if (n - j0 >= 4) {
+    micro_kernel16<4>(kc, a, lda, b + j0 * bj, bk, bj, c + j0 * ldc, ldc, m, accumulate);
+    j0 += 4;
+  }
+  if (n - j0 >= 2) {
+    micro_kernel16<2>(kc, a, lda, b + j0 * bj, bk, bj, c + j0 * ldc, ldc, m, accumulate);
+    j0 += 2;
+  }
+  if (n - j0 >= 1) micro_kernel16<1>(kc, a, lda, b + j0 * bj, bk, bj, c + j0 * ldc, ldc, m, accumulate);
 }
 
 namespace {
@@ -109,24 +162,41 @@ void gemm(const PackedMatrix& W, const float* X, std::int64_t ldx, std::int64_t 
     return;
   }
   const std::int64_t mc = (opt.mc + MR - 1) / MR * MR;  // whole panels per task
-  const std::int64_t nc = opt.nc, kc = opt.kc;
+  const std::int64_t kc = opt.kc;
+  // X is read as panels of NR columns, B(k, j) at xb[(j / NR) * b_panel + k * bk + (j % NR) * bj].
+  // One column (decode) is read in place. Otherwise X is packed ONCE for the whole product
+  // (X(k, j) at (j / NR) * K * NR + k * NR + j % NR), in parallel over panels, so that every
+  // task reads packed panels instead of re-packing its block; a task then covers whole panels
+  // (nc rounded up to a multiple of NR). Packing only copies, and mc / nc only decide which task
+  // computes an element, so the bits still depend on kc alone.
+  const float* xb = X;
+  std::int64_t b_panel = 0, bk = 1, bj = ldx, nc = opt.nc;
+  thread_local std::vector<float> packed_x;  // the calling thread's buffer (workers get a pointer)
+  if (N > 1) {
+    const std::int64_t x_panels = (N + NR - 1) / NR;
+    packed_x.resize(static_cast<std::size_t>(x_panels * K * NR));  // padding columns are never read
+    float* px = packed_x.data();
+    parallel_for(opt.threads, x_panels, [&, px](std::int64_t p) {
+      const std::int64_t n = std::min(NR, N - p * NR);
+      float* dst = px + p * K * NR;
+      for (std::int64_t j = 0; j < n; ++j) {
+        const float* xj = X + (p * NR + j) * ldx;
+        for (std::int64_t k = 0; k < K; ++k) dst[k * NR + j] = xj[k];
+      }
+    });
+    xb = px;
+    b_panel = K * NR, bk = NR, bj = 1;
+    nc = (nc + NR - 1) / NR * NR;
+  }
   const std::int64_t row_blocks = (M + mc - 1) / mc, col_blocks = (N + nc - 1) / nc;
   parallel_for(opt.threads, row_blocks * col_blocks, [&](std::int64_t task) {
     const std::int64_t r0 = (task % row_blocks) * mc, c0 = (task / row_blocks) * nc;
     const std::int64_t m = std::min(mc, M - r0), n = std::min(nc, N - c0);
-    const std::int64_t n_panels = (n + NR - 1) / NR;
-    thread_local std::vector<float> packed_x;
-    packed_x.resize(static_cast<std::size_t>(n_panels * std::min(kc, K) * NR));  // padding columns are never read
+    const float* xc = xb + (c0 / NR) * b_panel;  // c0 is 0 or a multiple of NR
     for (std::int64_t k0 = 0; k0 < K; k0 += kc) {
       const std::int64_t kk = std::min(kc, K - k0);
-      // X(k0 + k, c0 + j) -> packed_x[(j / NR) * kk * NR + k * NR + j % NR].
-      for (std::int64_t j = 0; j < n; ++j) {
-        const float* xj = X + (c0 + j) * ldx + k0;
-        float* dst = packed_x.data() + (j / NR) * kk * NR + j % NR;
-        for (std::int64_t k = 0; k < kk; ++k) dst[k * NR] = xj[k];
-      }
-      gemm_panels(m, n, kk, W.panel(r0 / MR) + k0 * MR, K * MR, MR, packed_x.data(), kk * NR, NR,
-                  1, Y + r0 + c0 * ldy, ldy, accumulate || k0 > 0);
+      gemm_panels(m, n, kk, W.panel(r0 / MR) + k0 * MR, K * MR, MR, xc + k0 * bk, b_panel, bk, bj,
+                  Y + r0 + c0 * ldy, ldy, accumulate || k0 > 0);
     }
   });
 }

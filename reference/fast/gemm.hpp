@@ -6,9 +6,11 @@
 // panel padded with zero rows. X [K, N] and Y [M, N] are column-major with one token per column,
 // as everywhere in dsr1.
 //
-// Blocking. A task computes one mc x nc block of Y. It walks the inner dimension in slices of
-// kc: for each slice it copies X's kc x nc block into panels of NR = 8 columns (X(k, j) at
-// k*NR + j), then runs the micro-kernel for every (NR-column panel, MR-row panel) pair. The
+// Blocking. X is first copied, once per product and in parallel, into panels of NR = 8 columns
+// (X(k, j) at (j / NR) * K * NR + k * NR + j % NR); a single column is read in place. A task
+// computes one mc x nc block of Y (nc rounded up to whole panels), so W is streamed from memory
+// once per nc tokens. It walks the inner dimension in slices of kc and, per slice, runs the
+// micro-kernel for every (NR-column panel, MR-row panel) pair. The
 // micro-kernel keeps an MR x NR tile of Y in registers (16 AVX-512 or 32 AVX2 vectors) and
 // adds a rank-1 update per k: one load of MR weights, NR broadcasts, NR*MR/16 FMAs. Its loops
 // have fixed trip counts, so GCC unrolls and vectorises them; the file is compiled for three
@@ -39,6 +41,7 @@ namespace dsr1::fast {
 
 inline constexpr std::int64_t MR = 32;  // rows of the micro-tile (weights' panel height)
 inline constexpr std::int64_t NR = 8;   // columns (tokens) of the micro-tile
+inline constexpr std::int64_t MR16 = 16;  // rows of the narrow tile (gemm_rows16): decode queries
 
 struct PackedMatrix {
   std::int64_t rows = 0;      // M
@@ -69,5 +72,15 @@ arma::fmat gemm(const PackedMatrix& W, const arma::fmat& X, const Options& opt);
 void gemm_panels(std::int64_t m, std::int64_t n, std::int64_t kc, const float* a,
                  std::int64_t a_panel, std::int64_t lda, const float* b, std::int64_t b_panel,
                  std::int64_t bk, std::int64_t bj, float* c, std::int64_t ldc, bool accumulate);
+
+// The narrow variant for at most MR16 = 16 rows (decode: one query per head, 16 heads fill the
+// tile, where the 32-row tile would be half padding): C[m, n] (+)= A B with m <= 16 and
+//   A(r, k) = a[k * lda + r]   (16 readable rows),   B(k, j) = b[k * bk + j * bj],
+//   C(r, j) = c[r + j * ldc]   (only rows r < m are written).
+// Tiles of 16 rows x 16 columns (16 vector accumulators); the sum over k = 0 .. kc-1 runs in
+// order from zero, exactly as in gemm_panels, and is then stored or added to C.
+void gemm_rows16(std::int64_t m, std::int64_t n, std::int64_t kc, const float* a, std::int64_t lda,
+                 const float* b, std::int64_t bk, std::int64_t bj, float* c, std::int64_t ldc,
+                 bool accumulate);
 
 }  // namespace dsr1::fast

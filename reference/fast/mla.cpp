@@ -165,17 +165,27 @@ arma::fmat mla_forward(const arma::fmat& x, const MlaWeightsF& W, const Config& 
   const std::int64_t R_all = n_h * T;
   if (R_all <= MR) {
     // Decode: three phases, see mla.hpp.
-    const std::int64_t R = R_all, R_pad = MR, n_keys = n_keys_total;
+    // Up to 16 rows (16 heads, one token) use the 16-row tile, so no multiply-add is padding.
+    const std::int64_t R = R_all, R_pad = R <= MR16 ? MR16 : MR, n_keys = n_keys_total;
     std::vector<std::int64_t> cols(R), q_pos(R);
     for (std::int64_t r = 0; r < R; ++r) cols[r] = r, q_pos[r] = pos0 + r % T;
     std::vector<float> A;
-    pack_queries(Q.data(), D, cols, A);
+    if (R_pad == MR) {
+      pack_queries(Q.data(), D, cols, A);
+    } else {  // one 16-row panel: A(r, c) at c * 16 + r, rows R..15 zero
+      A.assign(static_cast<std::size_t>(D * MR16), 0.0f);
+      for (std::int64_t r = 0; r < R; ++r)
+        for (std::int64_t i = 0; i < D; ++i) A[i * MR16 + r] = Q[r * D + i];
+    }
     std::vector<float> S(static_cast<std::size_t>(R_pad * n_keys));  // S: [R_pad, n_keys]
     const std::int64_t kb = opt.decode_kb, key_blocks = (n_keys + kb - 1) / kb;
     parallel_for(opt.threads, key_blocks, [&](std::int64_t blk) {  // (1) scores
       const std::int64_t j0 = blk * kb, n = std::min(kb, n_keys - j0);
-      gemm_panels(R, n, D, A.data(), D * MR, MR, kv->row(j0), NR * D, 1, D, S.data() + j0 * R_pad,
-                  R_pad, false);
+      if (R_pad == MR)
+        gemm_panels(R, n, D, A.data(), D * MR, MR, kv->row(j0), NR * D, 1, D, S.data() + j0 * R_pad,
+                    R_pad, false);
+      else
+        gemm_rows16(R, n, D, A.data(), MR16, kv->row(j0), 1, D, S.data() + j0 * R_pad, R_pad, false);
       if (T > 1) mask_future(S.data() + j0 * R_pad, R_pad, R, n, key_pos0 + j0, q_pos.data());
     });
     std::vector<float> l(static_cast<std::size_t>(R_pad));

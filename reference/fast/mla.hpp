@@ -17,7 +17,8 @@
 //
 // Decode (n_h*T <= MR, e.g. one new token): the queries of all heads fit one micro-tile, so the
 // parallel split is over keys and latent channels instead, in three phases: (1) scores of key
-// block j (tasks = key blocks of decode_kb; each score is its own dot product), (2) softmax of
+// block j (tasks = key blocks of decode_kb; each score is its own dot product; up to 16 rows use
+// the 16-row tile gemm_rows16, so 16 heads are not padded to 32), (2) softmax of
 // each (query, head) row over all keys (one task per row group), (3) z = P C with one task per
 // 32-channel panel of the latent, every task summing over ALL keys in key order. No sum is
 // ever split across threads. Scores are [n_h*T, T_k]: linear in the context.

@@ -19,7 +19,7 @@ struct Options {
   // Matrix products Y = W X (gemm.hpp): a task is an mc x nc block of Y; the inner dimension
   // is walked in kc-long slices (partial sums are added to Y slice after slice).
   std::int64_t mc = 128;       // rows of Y per task (rounded up to a multiple of gemm::MR)
-  std::int64_t nc = 64;        // columns (tokens) of Y per task
+  std::int64_t nc = 256;       // columns (tokens) of Y per task (W is streamed once per nc tokens)
   std::int64_t kc = 256;       // inner-dimension slice
   // Attention (mla.hpp): a prefill task is (query block) x (head group); keys are visited in
   // blocks of attn_kb with the online softmax.
