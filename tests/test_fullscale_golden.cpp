@@ -52,7 +52,7 @@ arma::mat stored(const safetensors::File& f, const std::string& name) {
 
 }  // namespace
 
-TEST_CASE("generator_fill gives generator_value's values for every role, from any first index") {
+TEST_CASE("generator_fill gives generator_value's values for every role from any first index") {
   const std::uint64_t seed = 2024;
   for (const std::string name : {"model.layers.3.mlp.experts.17.down_proj.weight", "model.norm.weight",
                                  "model.layers.3.mlp.gate.e_score_correction_bias",
@@ -103,7 +103,7 @@ TEST_CASE("lazy MoE equals ref::moe_forward with every expert materialised on ti
   CHECK(arma::approx_equal(got.out, want, "absdiff", 0.0));
 }
 
-TEST_CASE("full-scale golden set: regenerated at DeepSeek-V3 size, equal to the file; MoE equals moe_forward") {
+TEST_CASE("full-scale golden set regenerated at DeepSeek-V3 size equals the file and its MoE output equals moe_forward") {
   const nlohmann::json m = manifest();
   const FullscaleSpec s = spec_of(m);
   REQUIRE(s.config.hidden_size == 7168);
