@@ -55,26 +55,6 @@ void online_softmax_block(float* S, std::int64_t ld, std::int64_t R, std::int64_
     }
 }
 
-// Softmax of rows r0..r1-1 of S [ld, n_keys] over all keys, in place; l[r] = the row's sum.
-DSR1_FAST_CLONES
-void softmax_rows(float* S, std::int64_t ld, std::int64_t r0, std::int64_t r1, std::int64_t n_keys,
-                  float* l) {
-  float m[MR];
-  for (std::int64_t r = r0; r < r1; ++r) m[r - r0] = kNegInf, l[r] = 0.0f;
-  for (std::int64_t j = 0; j < n_keys; ++j)
-    for (std::int64_t r = r0; r < r1; ++r) {
-      const float s = S[r + j * ld];
-      m[r - r0] = s > m[r - r0] ? s : m[r - r0];
-    }
-  for (std::int64_t j = 0; j < n_keys; ++j)
-    for (std::int64_t r = r0; r < r1; ++r) {
-      const float s = S[r + j * ld];
-      const float p = s == kNegInf ? 0.0f : exp_f32(s - m[r - r0]);
-      S[r + j * ld] = p;
-      l[r] += p;
-    }
-}
-
 // Packs rows r = 0..R-1 (row r = column cols[r] of Q [D, *]) into MR-row panels: A(r, c) at
 // (r / MR) * D * MR + c * MR + r % MR; rows R..R_pad-1 are zero.
 void pack_queries(const float* Q, std::int64_t D, const std::vector<std::int64_t>& cols,
@@ -177,34 +157,42 @@ arma::fmat mla_forward(const arma::fmat& x, const MlaWeightsF& W, const Config& 
       for (std::int64_t r = 0; r < R; ++r)
         for (std::int64_t i = 0; i < D; ++i) A[i * MR16 + r] = Q[r * D + i];
     }
-    std::vector<float> S(static_cast<std::size_t>(R_pad * n_keys));  // S: [R_pad, n_keys]
-    const std::int64_t kb = opt.decode_kb, key_blocks = (n_keys + kb - 1) / kb;
-    parallel_for(opt.threads, key_blocks, [&](std::int64_t blk) {  // (1) scores
-      const std::int64_t j0 = blk * kb, n = std::min(kb, n_keys - j0);
-      if (R_pad == MR)
-        gemm_panels(R, n, D, A.data(), D * MR, MR, kv->row(j0), NR * D, 1, D, S.data() + j0 * R_pad,
-                    R_pad, false);
-      else
-        gemm_rows16(R, n, D, A.data(), MR16, kv->row(j0), 1, D, S.data() + j0 * R_pad, R_pad, false);
-      if (T > 1) mask_future(S.data() + j0 * R_pad, R_pad, R, n, key_pos0 + j0, q_pos.data());
-    });
-    std::vector<float> l(static_cast<std::size_t>(R_pad));
-    constexpr std::int64_t rows_per_task = 8;
-    parallel_for(opt.threads, (R + rows_per_task - 1) / rows_per_task, [&](std::int64_t g) {  // (2)
-      softmax_rows(S.data(), R_pad, g * rows_per_task, std::min(R, (g + 1) * rows_per_task), n_keys,
-                   l.data());
-    });
+    // The keys are walked in chunks of 2 decode_kb keys, so the chunk's cache rows are still in
+    // cache when z reads them (the latent cache is streamed from memory once) and the scores
+    // take R_pad x chunk floats. Per chunk: (1) scores, one task per key block; (2) the online
+    // softmax step (running max m and sum l per row, in key order); (3) z = alpha z + P C, one
+    // task per 32-channel panel of the latent, which owns those channels of z for all chunks.
+    const std::int64_t kb = opt.decode_kb, chunk = 2 * kb;
+    std::vector<float> S(static_cast<std::size_t>(R_pad * std::min(chunk, n_keys)));  // [R_pad, chunk]
+    std::vector<float> state(static_cast<std::size_t>(4 * R_pad), 0.0f);
+    float *m = state.data(), *l = m + R_pad, *alpha = l + R_pad, *m_new = alpha + R_pad;
+    std::fill(m, m + R_pad, kNegInf);
     const std::int64_t latent_panels = (r_kv + MR - 1) / MR;
-    parallel_for(opt.threads, latent_panels, [&](std::int64_t p) {  // (3) z = P C, all keys in order
-      const std::int64_t m = std::min(MR, r_kv - p * MR);
-      for (std::int64_t j0 = 0; j0 < n_keys; j0 += kb) {
-        const std::int64_t n = std::min(kb, n_keys - j0);
-        gemm_panels(m, R, n, kv->row(j0) + p * MR, MR, D, S.data() + j0 * R_pad, NR, R_pad, 1,
-                    Zall.data() + p * MR, r_kv, j0 > 0);
-      }
-      for (std::int64_t r = 0; r < R; ++r)
-        for (std::int64_t i = p * MR; i < p * MR + m; ++i) Zall[r * r_kv + i] /= l[r];
-    });
+    for (std::int64_t c0 = 0; c0 < n_keys; c0 += chunk) {
+      const std::int64_t c1 = std::min(n_keys, c0 + chunk), key_blocks = (c1 - c0 + kb - 1) / kb;
+      parallel_for(opt.threads, key_blocks, [&](std::int64_t blk) {  // (1) scores
+        const std::int64_t j0 = c0 + blk * kb, n = std::min(kb, c1 - j0);
+        float* Sb = S.data() + (j0 - c0) * R_pad;
+        if (R_pad == MR)
+          gemm_panels(R, n, D, A.data(), D * MR, MR, kv->row(j0), NR * D, 1, D, Sb, R_pad, false);
+        else
+          gemm_rows16(R, n, D, A.data(), MR16, kv->row(j0), 1, D, Sb, R_pad, false);
+        if (T > 1) mask_future(Sb, R_pad, R, n, key_pos0 + j0, q_pos.data());
+      });
+      online_softmax_block(S.data(), R_pad, R, c1 - c0, m, l, alpha, m_new);  // (2)
+      parallel_for(opt.threads, latent_panels, [&](std::int64_t p) {  // (3) z = alpha z + P C
+        const std::int64_t rows_p = std::min(MR, r_kv - p * MR);
+        if (c0 > 0)
+          for (std::int64_t r = 0; r < R; ++r)
+            for (std::int64_t i = p * MR; i < p * MR + rows_p; ++i) Zall[r * r_kv + i] *= alpha[r];
+        for (std::int64_t j0 = c0; j0 < c1; j0 += kb)
+          gemm_panels(rows_p, R, std::min(kb, c1 - j0), kv->row(j0) + p * MR, MR, D,
+                      S.data() + (j0 - c0) * R_pad, NR, R_pad, 1, Zall.data() + p * MR, r_kv,
+                      j0 > 0);
+      });
+    }
+    for (std::int64_t r = 0; r < R; ++r)
+      for (std::int64_t i = 0; i < r_kv; ++i) Zall[r * r_kv + i] /= l[r];
   } else {
     // Prefill: flash attention, one task per (query block, head group).
     const std::int64_t qb = opt.attn_qb, hg = opt.attn_heads, kbs = opt.attn_kb;
