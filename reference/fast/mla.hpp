@@ -16,12 +16,14 @@
 // visited in one fixed order, so the result does not depend on the thread count.
 //
 // Decode (n_h*T <= MR, e.g. one new token): the queries of all heads fit one micro-tile, so the
-// parallel split is over keys and latent channels instead, in three phases: (1) scores of key
-// block j (tasks = key blocks of decode_kb; each score is its own dot product; up to 16 rows use
-// the 16-row tile gemm_rows16, so 16 heads are not padded to 32), (2) softmax of
-// each (query, head) row over all keys (one task per row group), (3) z = P C with one task per
-// 32-channel panel of the latent, every task summing over ALL keys in key order. No sum is
-// ever split across threads. Scores are [n_h*T, T_k]: linear in the context.
+// parallel split is over keys and latent channels instead. The keys are walked in chunks of
+// 2 decode_kb keys (so a chunk's cache rows are still in cache when z reads them: the latent
+// cache is streamed from memory once); per chunk: (1) scores, one task per key block of
+// decode_kb (each score is its own dot product; up to 16 rows use the 16-row tile
+// gemm_rows16, so 16 heads are not padded to 32), (2) the online-softmax step of every
+// (query, head) row over the chunk, in key order, (3) z = alpha z + P C with one task per
+// 32-channel panel of the latent, which owns those channels of z over all chunks. No sum is
+// ever split across threads. Scores take [n_h*T, 2 decode_kb] floats.
 #pragma once
 
 #include <armadillo>

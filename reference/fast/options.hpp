@@ -26,7 +26,8 @@ struct Options {
   std::int64_t attn_qb = 16;   // queries per task
   std::int64_t attn_heads = 4; // heads per task
   std::int64_t attn_kb = 64;   // keys per block
-  // Decode (a single new token): scores are computed in key blocks of decode_kb keys.
+  // Decode (a single new token): scores are computed in key blocks of decode_kb keys, and the
+  // keys are walked in chunks of 2 decode_kb (mla.hpp).
   std::int64_t decode_kb = 512;
 };
 
