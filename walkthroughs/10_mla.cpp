@@ -18,6 +18,7 @@
 #include "reference/golden_json.hpp"
 #include "reference/mla.hpp"
 #include "reference/trace_outputs.hpp"
+#include "walkthroughs/mla_hand_case.hpp"
 #include "walkthroughs/walkthrough.hpp"
 
 using namespace dsr1;
@@ -25,46 +26,8 @@ using namespace dsr1::ref;
 
 namespace {
 
-struct Case {
-  Config c;
-  MlaWeights W;
-  arma::mat x;  // [d, T]
-  std::int64_t pos0 = 0;
-};
-
-Case load_case() {
-  const GoldenFile g =
-      GoldenFile::load(std::string(DSR1_SOURCE_DIR) + "/golden/mla/hand_case.json");
-  Case k;
-  auto i64 = [&](const char* f) { return static_cast<std::int64_t>(g.number(f)); };
-  k.c.name = "hand case";
-  k.c.hidden_size = i64("parameters.hidden_size");
-  k.c.num_attention_heads = i64("parameters.num_attention_heads");
-  k.c.qk_nope_head_dim = i64("parameters.qk_nope_head_dim");
-  k.c.qk_rope_head_dim = i64("parameters.qk_rope_head_dim");
-  k.c.v_head_dim = i64("parameters.v_head_dim");
-  k.c.kv_lora_rank = i64("parameters.kv_lora_rank");
-  k.c.q_lora_rank = i64("parameters.q_lora_rank");
-  k.c.rms_norm_eps = g.number("parameters.rms_norm_eps");
-  k.c.rope_theta = g.number("parameters.rope_theta");
-  k.c.rope_scaling.type = g.text("parameters.rope_scaling.type");
-  k.c.rope_scaling.factor = g.number("parameters.rope_scaling.factor");
-  k.c.rope_scaling.original_max_position_embeddings =
-      i64("parameters.rope_scaling.original_max_position_embeddings");
-  k.c.rope_scaling.mscale = g.number("parameters.rope_scaling.mscale");
-  k.c.rope_scaling.mscale_all_dim = g.number("parameters.rope_scaling.mscale_all_dim");
-  k.W.W_UQ = g.matrix("parameters.W_UQ");
-  k.W.W_QR = g.matrix("parameters.W_QR");
-  k.W.W_DKV = g.matrix("parameters.W_DKV");
-  k.W.w_kv = g.vec("parameters.w_kv");
-  k.W.W_KR = g.matrix("parameters.W_KR");
-  k.W.W_UK = g.matrix("parameters.W_UK");
-  k.W.W_UV = g.matrix("parameters.W_UV");
-  k.W.W_O = g.matrix("parameters.W_O");
-  k.x = g.tokens("inputs.x");
-  k.pos0 = i64("inputs.pos0");
-  return k;
-}
+using Case = walk::MlaHandCase;
+Case load_case() { return walk::load_mla_hand_case("hand_case.json"); }
 
 void run_mla(walk::Walkthrough& w) {
   const Case k = load_case();
