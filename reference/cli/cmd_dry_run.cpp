@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "reference/cli/command.hpp"
+#include "reference/cli/model_source.hpp"
 #include "reference/config.hpp"
 #include "reference/dry_run.hpp"
 #include "reference/trace_outputs.hpp"
@@ -27,13 +28,11 @@ int run(DryRunArgs a) {
   const int sources = !a.preset_name.empty() + !a.model_dir.empty() + !a.config_path.empty();
   if (sources != 1)
     throw std::invalid_argument("dsr1 dry-run: give exactly one of --preset NAME, --model DIR, --config FILE");
-  Config c;
-  if (!a.preset_name.empty())
-    c = preset(a.preset_name);
-  else if (!a.config_path.empty())
-    c = load_config_json(a.config_path);
-  else
-    c = load_config_json((std::filesystem::path(a.model_dir) / "config.json").string());
+  ModelSource source;
+  source.model_dir = a.model_dir;
+  source.preset_name = a.preset_name;
+  source.config_path = a.config_path;
+  const Config c = source.config();  // read and validated; no weights are touched
   a.opt.mtp = !a.no_mtp;
 
   if (a.json) {
