@@ -314,6 +314,10 @@ const Register reg{Command{
       sub.add_option("--mc", a->blocks.mc, "GEMM rows per task")->capture_default_str()->check(CLI::PositiveNumber);
       sub.add_option("--nc", a->blocks.nc, "GEMM tokens per task")->capture_default_str()->check(CLI::PositiveNumber);
       sub.add_option("--kc", a->blocks.kc, "GEMM inner-dimension slice")->capture_default_str()->check(CLI::PositiveNumber);
+      sub.add_option("--attn-qb", a->blocks.attn_qb, "prefill attention: queries per task")->capture_default_str()->check(CLI::PositiveNumber);
+      sub.add_option("--attn-heads", a->blocks.attn_heads, "prefill attention: heads per task")->capture_default_str()->check(CLI::PositiveNumber);
+      sub.add_option("--attn-kb", a->blocks.attn_kb, "prefill attention: keys per block")->capture_default_str()->check(CLI::PositiveNumber);
+      sub.add_option("--decode-kb", a->blocks.decode_kb, "decode attention: keys per block (one task each)")->capture_default_str()->check(CLI::PositiveNumber);
       return [a] { return bench(*a); };
     }}};
 

@@ -78,7 +78,8 @@ void gemm_panels(std::int64_t m, std::int64_t n, std::int64_t kc, const float* a
 //   A(r, k) = a[k * lda + r]   (16 readable rows),   B(k, j) = b[k * bk + j * bj],
 //   C(r, j) = c[r + j * ldc]   (only rows r < m are written).
 // Tiles of 16 rows x 16 columns (16 vector accumulators); the sum over k = 0 .. kc-1 runs in
-// order from zero, exactly as in gemm_panels, and is then stored or added to C.
+// order from zero, exactly as in gemm_panels, and is then stored or added to C. Each tile
+// prefetches the next tile's B (decode reads B straight from the latent cache in memory).
 void gemm_rows16(std::int64_t m, std::int64_t n, std::int64_t kc, const float* a, std::int64_t lda,
                  const float* b, std::int64_t bk, std::int64_t bj, float* c, std::int64_t ldc,
                  bool accumulate);

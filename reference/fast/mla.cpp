@@ -29,30 +29,78 @@ void mask_future(float* S, std::int64_t ld, std::int64_t R, std::int64_t n_keys,
       if (key_pos0 + j > q_pos[r]) S[r + j * ld] = kNegInf;
 }
 
-// One step of the online softmax over a key block: S [ld, kb] holds the block's scores of rows
-// 0..R-1; on return it holds p = exp(S - m_new) (0 for masked keys), and m, l, alpha are
-// updated: m_new = max(m, max_j S), alpha = exp(m - m_new), l = alpha l + sum_j p (key order).
+// The two passes of every softmax step over a key block. S: [ld, n] column-major, rows 0..R-1.
+// row_max: m(r) = max(m(r), max_j S(r, j)).
+[[gnu::always_inline]] inline void row_max(const float* S, std::int64_t ld, std::int64_t R,
+                                           std::int64_t n, float* m) {
+  for (std::int64_t j = 0; j < n; ++j)
+    for (std::int64_t r = 0; r < R; ++r) {
+      const float s = S[r + j * ld];
+      m[r] = s > m[r] ? s : m[r];
+    }
+}
+// exp_shifted: S(r, j) <- p = exp(S(r, j) - m(r)) (0 for a masked key), l(r) += sum_j p, in
+// key order.
+[[gnu::always_inline]] inline void exp_shifted(float* S, std::int64_t ld, std::int64_t R,
+                                               std::int64_t n, const float* m, float* l) {
+  for (std::int64_t j = 0; j < n; ++j)
+    for (std::int64_t r = 0; r < R; ++r) {
+      const float s = S[r + j * ld];
+      const float p = s == kNegInf ? 0.0f : exp_f32(s - m[r]);
+      S[r + j * ld] = p;
+      l[r] += p;
+    }
+}
+
+// One step of the online softmax over a key block (prefill): S [ld, kb] holds the block's
+// scores of rows 0..R-1; on return it holds p = exp(S - m_new) (0 for masked keys), and m, l,
+// alpha are updated: m_new = max(m, max_j S), alpha = exp(m - m_new), l = alpha l + sum_j p.
 DSR1_FAST_CLONES
 void online_softmax_block(float* S, std::int64_t ld, std::int64_t R, std::int64_t kb, float* m,
                           float* l, float* alpha, float* m_new) {
   for (std::int64_t r = 0; r < R; ++r) m_new[r] = m[r];
-  for (std::int64_t j = 0; j < kb; ++j)
-    for (std::int64_t r = 0; r < R; ++r) {
-      const float s = S[r + j * ld];
-      m_new[r] = s > m_new[r] ? s : m_new[r];
-    }
+  row_max(S, ld, R, kb, m_new);
   for (std::int64_t r = 0; r < R; ++r) {
     alpha[r] = m[r] == kNegInf ? 0.0f : exp_f32(m[r] - m_new[r]);
     l[r] *= alpha[r];
     m[r] = m_new[r];
   }
-  for (std::int64_t j = 0; j < kb; ++j)
-    for (std::int64_t r = 0; r < R; ++r) {
-      const float s = S[r + j * ld];
-      const float p = s == kNegInf ? 0.0f : exp_f32(s - m_new[r]);
-      S[r + j * ld] = p;
-      l[r] += p;
+  exp_shifted(S, ld, R, kb, m_new, l);
+}
+
+// The softmax of one key block on its own (decode): m_b(r) = max_j S(r, j), S(r, j) <- p =
+// exp(S(r, j) - m_b(r)) (0 for masked keys), l_b(r) = sum_j p in key order. A row whose keys
+// are all masked gets m_b = -inf, l_b = 0 and p = 0.
+DSR1_FAST_CLONES
+void block_softmax(float* S, std::int64_t ld, std::int64_t R, std::int64_t n, float* m_b,
+                   float* l_b) {
+  for (std::int64_t r = 0; r < R; ++r) m_b[r] = kNegInf, l_b[r] = 0.0f;
+  row_max(S, ld, R, n, m_b);
+  exp_shifted(S, ld, R, n, m_b, l_b);
+}
+
+// Merges the blocks' softmaxes, in block order, into z (row r at z + r * r_kv):
+//   m = max_b m_b,  w_b = exp(m_b - m),  l = sum_b w_b l_b,  z = (sum_b w_b z_b) / l
+// which is softmax over all keys, because every p of block b was exp(s - m_b) = exp(s - m) / w_b.
+// block_m, block_l: [R] per block; block_z: [r_kv, R] per block.
+DSR1_FAST_CLONES
+void merge_blocks(std::int64_t R, std::int64_t r_kv, std::int64_t n_blocks, const float* block_m,
+                  const float* block_l, const float* block_z, float* z) {
+  for (std::int64_t r = 0; r < R; ++r) {
+    float m = kNegInf, l = 0.0f;
+    for (std::int64_t b = 0; b < n_blocks; ++b) m = std::max(m, block_m[b * R + r]);
+    float* z_r = z + r * r_kv;
+    std::fill(z_r, z_r + r_kv, 0.0f);
+    for (std::int64_t b = 0; b < n_blocks; ++b) {
+      const float m_b = block_m[b * R + r];
+      if (m_b == kNegInf) continue;  // every key of the block is masked for this row: w_b = 0
+      const float w = exp_f32(m_b - m);
+      l += w * block_l[b * R + r];
+      const float* z_b = block_z + b * r_kv * R + r * r_kv;
+      for (std::int64_t i = 0; i < r_kv; ++i) z_r[i] += w * z_b[i];
     }
+    for (std::int64_t i = 0; i < r_kv; ++i) z_r[i] /= l;
+  }
 }
 
 // Packs rows r = 0..R-1 (row r = column cols[r] of Q [D, *]) into MR-row panels: A(r, c) at
@@ -144,7 +192,7 @@ arma::fmat mla_forward(const arma::fmat& x, const MlaWeightsF& W, const Config& 
   std::vector<float> Zall(static_cast<std::size_t>(r_kv * n_h * T));  // [r_kv, n_h*T]
   const std::int64_t R_all = n_h * T;
   if (R_all <= MR) {
-    // Decode: three phases, see mla.hpp.
+    // Decode: key blocks in parallel, then a merge in block order; see mla.hpp.
     // Up to 16 rows (16 heads, one token) use the 16-row tile, so no multiply-add is padding.
     const std::int64_t R = R_all, R_pad = R <= MR16 ? MR16 : MR, n_keys = n_keys_total;
     std::vector<std::int64_t> cols(R), q_pos(R);
@@ -157,42 +205,28 @@ arma::fmat mla_forward(const arma::fmat& x, const MlaWeightsF& W, const Config& 
       for (std::int64_t r = 0; r < R; ++r)
         for (std::int64_t i = 0; i < D; ++i) A[i * MR16 + r] = Q[r * D + i];
     }
-    // The keys are walked in chunks of 2 decode_kb keys, so the chunk's cache rows are still in
-    // cache when z reads them (the latent cache is streamed from memory once) and the scores
-    // take R_pad x chunk floats. Per chunk: (1) scores, one task per key block; (2) the online
-    // softmax step (running max m and sum l per row, in key order); (3) z = alpha z + P C, one
-    // task per 32-channel panel of the latent, which owns those channels of z for all chunks.
-    const std::int64_t kb = opt.decode_kb, chunk = 2 * kb;
-    std::vector<float> S(static_cast<std::size_t>(R_pad * std::min(chunk, n_keys)));  // [R_pad, chunk]
-    std::vector<float> state(static_cast<std::size_t>(4 * R_pad), 0.0f);
-    float *m = state.data(), *l = m + R_pad, *alpha = l + R_pad, *m_new = alpha + R_pad;
-    std::fill(m, m + R_pad, kNegInf);
-    const std::int64_t latent_panels = (r_kv + MR - 1) / MR;
-    for (std::int64_t c0 = 0; c0 < n_keys; c0 += chunk) {
-      const std::int64_t c1 = std::min(n_keys, c0 + chunk), key_blocks = (c1 - c0 + kb - 1) / kb;
-      parallel_for(opt.threads, key_blocks, [&](std::int64_t blk) {  // (1) scores
-        const std::int64_t j0 = c0 + blk * kb, n = std::min(kb, c1 - j0);
-        float* Sb = S.data() + (j0 - c0) * R_pad;
-        if (R_pad == MR)
-          gemm_panels(R, n, D, A.data(), D * MR, MR, kv->row(j0), NR * D, 1, D, Sb, R_pad, false);
-        else
-          gemm_rows16(R, n, D, A.data(), MR16, kv->row(j0), 1, D, Sb, R_pad, false);
-        if (T > 1) mask_future(Sb, R_pad, R, n, key_pos0 + j0, q_pos.data());
-      });
-      online_softmax_block(S.data(), R_pad, R, c1 - c0, m, l, alpha, m_new);  // (2)
-      parallel_for(opt.threads, latent_panels, [&](std::int64_t p) {  // (3) z = alpha z + P C
-        const std::int64_t rows_p = std::min(MR, r_kv - p * MR);
-        if (c0 > 0)
-          for (std::int64_t r = 0; r < R; ++r)
-            for (std::int64_t i = p * MR; i < p * MR + rows_p; ++i) Zall[r * r_kv + i] *= alpha[r];
-        for (std::int64_t j0 = c0; j0 < c1; j0 += kb)
-          gemm_panels(rows_p, R, std::min(kb, c1 - j0), kv->row(j0) + p * MR, MR, D,
-                      S.data() + (j0 - c0) * R_pad, NR, R_pad, 1, Zall.data() + p * MR, r_kv,
-                      j0 > 0);
-      });
-    }
-    for (std::int64_t r = 0; r < R; ++r)
-      for (std::int64_t i = 0; i < r_kv; ++i) Zall[r * r_kv + i] /= l[r];
+    // One task per block of decode_kb keys: its scores, its own softmax (block max m_b, sum
+    // l_b) and its unnormalised z_b = P_b C_b, all while the block's cache rows are in cache,
+    // so the latent cache is streamed from memory once. Then the blocks are merged in block
+    // order (merge_blocks). The blocks depend on decode_kb only, never on the thread count.
+    const std::int64_t kb = opt.decode_kb, n_blocks = (n_keys + kb - 1) / kb;
+    std::vector<float> block_m(static_cast<std::size_t>(n_blocks * R)),  // [R, n_blocks]
+        block_l(static_cast<std::size_t>(n_blocks * R)),                 // [R, n_blocks]
+        block_z(static_cast<std::size_t>(n_blocks * r_kv * R));          // [r_kv, R] per block
+    parallel_for(opt.threads, n_blocks, [&](std::int64_t b) {
+      const std::int64_t j0 = b * kb, n = std::min(kb, n_keys - j0);
+      thread_local std::vector<float> S;  // S: [R_pad, kb], the block's scores, then p
+      S.resize(static_cast<std::size_t>(R_pad * kb));
+      if (R_pad == MR)
+        gemm_panels(R, n, D, A.data(), D * MR, MR, kv->row(j0), NR * D, 1, D, S.data(), R_pad, false);
+      else
+        gemm_rows16(R, n, D, A.data(), MR16, kv->row(j0), 1, D, S.data(), R_pad, false);
+      if (T > 1) mask_future(S.data(), R_pad, R, n, key_pos0 + j0, q_pos.data());
+      block_softmax(S.data(), R_pad, R, n, block_m.data() + b * R, block_l.data() + b * R);
+      gemm_panels(r_kv, R, n, kv->row(j0), MR, D, S.data(), NR, R_pad, 1,
+                  block_z.data() + b * r_kv * R, r_kv, false);
+    });
+    merge_blocks(R, r_kv, n_blocks, block_m.data(), block_l.data(), block_z.data(), Zall.data());
   } else {
     // Prefill: flash attention, one task per (query block, head group).
     const std::int64_t qb = opt.attn_qb, hg = opt.attn_heads, kbs = opt.attn_kb;

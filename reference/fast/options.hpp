@@ -6,8 +6,9 @@
 // into tasks whose boundaries come from the block sizes below (never from the thread count),
 // each output element belongs to exactly one task, and a task computes its elements in a fixed
 // order. Threads only decide WHO runs a task, never WHAT it computes, so 1, 2 or 7 threads
-// produce the same bits. No reduction dimension (the inner dimension of a product, the keys of
-// a softmax) is ever split across tasks.
+// produce the same bits. One reduction is split across tasks: the keys of the decode softmax
+// (mla.hpp), cut into blocks of decode_kb keys whose partial results are then combined by one
+// thread in block order; the blocks, and so the bits, depend on decode_kb, not on `threads`.
 #pragma once
 
 #include <cstdint>
@@ -26,8 +27,8 @@ struct Options {
   std::int64_t attn_qb = 16;   // queries per task
   std::int64_t attn_heads = 4; // heads per task
   std::int64_t attn_kb = 64;   // keys per block
-  // Decode (a single new token): scores are computed in key blocks of decode_kb keys, and the
-  // keys are walked in chunks of 2 decode_kb (mla.hpp).
+  // Decode (a single new token): one task per block of decode_kb keys (scores, the block's
+  // softmax and its part of z), merged in block order (mla.hpp).
   std::int64_t decode_kb = 512;
 };
 
