@@ -186,40 +186,41 @@ Config tiny_v3() {
   return c;
 }
 
-Config tiny_v2_lite() {
+// What the two tiny V2-family presets share, as the real V2 and V2-Lite configs do: two
+// layers, two shared experts, softmax scores without renormalisation, YaRN mscale 0.707, no MTP.
+Config tiny_v2_family(const char* name) {
   Config c = tiny_v3();
-  c.name = "tiny-v2-lite";
+  c.name = name;
   c.model_type = "deepseek_v2";
   c.num_hidden_layers = 2;
   c.n_shared_experts = 2;
-  c.num_experts_per_tok = 2;
-  c.n_group = 1;
-  c.topk_group = 1;
-  c.routed_scaling_factor = 1.0;
-  c.q_lora_rank = 0;
   c.rope_scaling = yarn(4.0, 64, 0.707, 0.707);
   c.scoring_func = "softmax";
-  c.topk_method = "greedy";
   c.norm_topk_prob = false;
   c.num_nextn_predict_layers = 0;
   return c;
 }
 
+// V2-Lite rules: no q-LoRA, plain greedy top-2 over all experts, no scaling.
+Config tiny_v2_lite() {
+  Config c = tiny_v2_family("tiny-v2-lite");
+  c.q_lora_rank = 0;
+  c.num_experts_per_tok = 2;
+  c.n_group = 1;
+  c.topk_group = 1;
+  c.routed_scaling_factor = 1.0;
+  c.topk_method = "greedy";
+  return c;
+}
+
+// V2 rules: group-limited greedy (top-3 within the best 2 of 4 groups), scaling 16.
 Config tiny_v2() {
-  Config c = tiny_v3();
-  c.name = "tiny-v2";
-  c.model_type = "deepseek_v2";
-  c.num_hidden_layers = 2;
-  c.n_shared_experts = 2;
+  Config c = tiny_v2_family("tiny-v2");
   c.num_experts_per_tok = 3;
   c.n_group = 4;
   c.topk_group = 2;
   c.routed_scaling_factor = 16.0;
-  c.rope_scaling = yarn(4.0, 64, 0.707, 0.707);
-  c.scoring_func = "softmax";
   c.topk_method = "group_limited_greedy";
-  c.norm_topk_prob = false;
-  c.num_nextn_predict_layers = 0;
   return c;
 }
 
