@@ -197,8 +197,12 @@ void JsonlTracer::finish() {
   if (!out_) throw std::runtime_error(fmt::format("{}: write failed (JSON Lines trace)", path_));
 }
 
-DumpTracer::DumpTracer(std::string path, std::vector<std::string> filters)
-    : Tracer(std::move(filters)), path_(std::move(path)) {}
+DumpTracer::DumpTracer(std::string path, std::vector<std::string> filters, safetensors::DType dtype)
+    : Tracer(std::move(filters)), path_(std::move(path)), dtype_(dtype) {
+  if (dtype != safetensors::DType::F64 && dtype != safetensors::DType::F32)
+    throw std::invalid_argument(fmt::format("DumpTracer({}): dtype {}, expected F64 or F32", path_,
+                                            safetensors::to_string(dtype)));
+}
 
 void DumpTracer::on_tensor(const std::string& full_name, const TensorView& x) {
   if (!x.data) return;  // shape-only: nothing to store
@@ -207,7 +211,7 @@ void DumpTracer::on_tensor(const std::string& full_name, const TensorView& x) {
   t.name = k == 1 ? full_name : fmt::format("{}#{}", full_name, k);
   t.shape = x.shape;
   t.data.assign(x.data, x.data + x.numel());
-  t.dtype = safetensors::DType::F64;
+  t.dtype = dtype_;
   tensors_.push_back(std::move(t));
 }
 

@@ -78,12 +78,14 @@ class JsonlTracer : public Tracer {
   std::uint64_t max_data_;
 };
 
-// Collects the selected tensors and writes them, as F64, to one .safetensors file at finish().
-// A name recorded again (a loop without a scope) is stored as "name#2", "name#3", ...
-// Shape-only records have no values and are not stored.
+// Collects the selected tensors and writes them to one .safetensors file at finish(), as F64
+// (the reference) or F32 (the fast path, whose values are float32, so F32 stores them exactly and
+// `dsr1 compare` then applies its float32 tolerance). A name recorded again (a loop without a
+// scope) is stored as "name#2", "name#3", ... Shape-only records have no values and are not stored.
 class DumpTracer : public Tracer {
  public:
-  explicit DumpTracer(std::string path, std::vector<std::string> filters = {"*"});
+  explicit DumpTracer(std::string path, std::vector<std::string> filters = {"*"},
+                      safetensors::DType dtype = safetensors::DType::F64);
   void on_tensor(const std::string& full_name, const TensorView& x) override;
   void on_shape(const std::string& full_name, const TensorView& x, const StageCost& cost) override;
   void finish() override;  // writes the file (once); an empty selection writes an empty file
@@ -91,6 +93,7 @@ class DumpTracer : public Tracer {
 
  private:
   std::string path_;
+  safetensors::DType dtype_;
   std::vector<safetensors::NamedTensor> tensors_;
   std::map<std::string, int> seen_;
   bool written_ = false;

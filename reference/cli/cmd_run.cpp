@@ -1,10 +1,14 @@
-// dsr1 run: the reference forward pass on a token sequence, with tracing and a dump.
+// dsr1 run: the reference forward pass on a token sequence, with tracing and a dump; with
+// --fast, the float32 fast path (reference/fast/) on the same inputs, under the same trace names.
 #include <fmt/format.h>
 
 #include <memory>
+#include <thread>
 
 #include "reference/cli/command.hpp"
 #include "reference/cli/model_source.hpp"
+#include "reference/fast/model.hpp"
+#include "reference/fast/weights.hpp"
 #include "reference/model.hpp"
 #include "reference/trace_outputs.hpp"
 
@@ -22,7 +26,35 @@ struct RunArgs {
   std::string dump;
   int precision = 4;
   bool quiet = false;
+  bool fast = false;
+  int threads = 0;                       // --fast: 0 = all hardware threads
+  const CLI::Option* attn_opt = nullptr;  // to tell an explicit --attn from its default
 };
+
+// What the fast path does not do, refused up front with the reason.
+void check_fast_options(const RunArgs& a) {
+  if (a.mtp)
+    throw std::invalid_argument("--fast: the fast path runs the main model only; drop --mtp or --fast");
+  if (a.attn_opt && a.attn_opt->count() > 0 && a.run.attn != "absorbed")
+    throw std::invalid_argument(fmt::format(
+        "--fast: the fast path computes the absorbed form only, --attn {} was given", a.run.attn));
+  if (a.run.rope_layout != "interleaved")
+    throw std::invalid_argument(fmt::format(
+        "--fast: the fast path uses the interleaved RoPE layout only, --rope-layout {} was given",
+        a.run.rope_layout));
+}
+
+// The fast path's logits [V, T], as double: prefill + decode with --decode-from, else one pass.
+arma::mat run_fast(const RunArgs& a, const LoadedModel& m, const std::vector<std::int64_t>& tokens,
+                   Tracer* tr) {
+  fast::Options opt;
+  opt.threads = a.threads > 0 ? a.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const fast::ModelWeightsF F = fast::convert_weights(m.weights, m.config);
+  const arma::fmat logits =
+      a.decode_from >= 0 ? fast::forward_incremental(F, m.config, tokens, a.decode_from, opt, tr)
+                         : fast::forward(F, m.config, tokens, 0, nullptr, opt, tr);
+  return arma::conv_to<arma::mat>::from(logits);
+}
 
 // Counts the tensors its filter selects (the tee only forwards names a sink wants).
 struct MatchCounter : Tracer {
@@ -49,6 +81,7 @@ int run(const RunArgs& a) {
   const std::vector<std::int64_t> tokens = parse_token_list(a.tokens, "--tokens");
   const LoadedModel m = a.source.load(a.mtp);
   const Config& c = m.config;
+  if (a.fast) check_fast_options(a);
   const ref::ForwardOptions opt = a.run.forward_options();
   if (a.mtp && !m.weights.mtp)
     throw std::invalid_argument(fmt::format("--mtp: model '{}' has no MTP module", c.name));
@@ -72,7 +105,8 @@ int run(const RunArgs& a) {
     std::vector<std::string> dump_filters = a.trace;
     dump_filters.push_back("logits");
     if (a.mtp) dump_filters.push_back("mtp.logits");
-    outputs.push_back(std::make_unique<DumpTracer>(a.dump, dump_filters));
+    outputs.push_back(std::make_unique<DumpTracer>(
+        a.dump, dump_filters, a.fast ? safetensors::DType::F32 : safetensors::DType::F64));
     sinks.push_back(outputs.back().get());
     filters.push_back("logits");
     if (a.mtp) filters.push_back("mtp.logits");
@@ -90,14 +124,21 @@ int run(const RunArgs& a) {
   if (!a.quiet) {
     fmt::print("model: {} ({})\n", c.name, a.source.describe());
     fmt::print("{}\n", describe_conventions(c));
-    fmt::print("attention form: {}; tokens: {}\n", a.run.attn, fmt::join(tokens, ","));
+    if (a.fast)
+      fmt::print("fast path (float32, absorbed attention, {} threads); tokens: {}\n",
+                 a.threads > 0 ? a.threads : static_cast<int>(std::thread::hardware_concurrency()),
+                 fmt::join(tokens, ","));
+    else
+      fmt::print("attention form: {}; tokens: {}\n", a.run.attn, fmt::join(tokens, ","));
   }
+  if (a.decode_from >= 0 && !a.quiet)
+    fmt::print("positions 0..{} prefilled in one pass, the rest decoded one at a time\n",
+               a.decode_from - 1);
   arma::mat logits;
   arma::mat h_final;
-  if (a.decode_from >= 0) {
-    if (!a.quiet)
-      fmt::print("positions 0..{} prefilled in one pass, the rest decoded one at a time\n",
-                 a.decode_from - 1);
+  if (a.fast) {
+    logits = run_fast(a, m, tokens, tr);
+  } else if (a.decode_from >= 0) {
     logits = ref::forward_incremental(m.weights, c, tokens, a.decode_from, opt, tr);
   } else {
     logits = ref::forward_hidden(m.weights, c, tokens, 0, nullptr, opt, tr, &h_final);
@@ -119,7 +160,7 @@ int run(const RunArgs& a) {
 }
 
 const Register reg{Command{
-    "run", "run the reference forward pass on token ids (trace, dump, incremental decoding)",
+    "run", "run the reference (or with --fast the fast path) on token ids (trace, dump, incremental decoding)",
     [](CLI::App& sub) -> std::function<int()> {
       auto a = std::make_shared<RunArgs>();
       a->source.add_options(sub);
@@ -140,6 +181,12 @@ const Register reg{Command{
           ->check(CLI::Range(0, 17))
           ->capture_default_str();
       sub.add_flag("--quiet", a->quiet, "print nothing but the trace");
+      sub.add_flag("--fast", a->fast,
+                   "run the float32 fast path (reference/fast/: absorbed attention, same trace "
+                   "names; the dump is F32) instead of the reference");
+      sub.add_option("--threads", a->threads, "--fast: threads (default: all hardware threads)")
+          ->check(CLI::Range(1, 1024));
+      a->attn_opt = sub.get_option("--attn");
       return [a] { return run(*a); };
     }}};
 
