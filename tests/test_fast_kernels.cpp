@@ -11,6 +11,7 @@
 #include "reference/fast/gemm.hpp"
 #include "reference/fast/model.hpp"
 #include "reference/fast/softmax.hpp"
+#include "reference/safetensors.hpp"
 #include "tests/support/check.hpp"
 
 using namespace dsr1;
@@ -81,6 +82,47 @@ TEST_CASE("fast::gemm gives the same bits for any thread count and accumulates i
   fast::gemm(P, X.memptr(), X.n_rows, X.n_cols, Y.memptr(), Y.n_rows, true, o);
   check_close(arma::conv_to<arma::mat>::from(Y), 2.0 * arma::conv_to<arma::mat>::from(once),
               {0.0, 0.0}, "Y + W X = 2 W X (doubling is exact)");
+}
+
+TEST_CASE("BF16 packing rounds to nearest even, and the BF16 kernel computes with exactly those weights") {
+  // bfloat16 keeps 7 stored significand bits: the spacing at 1 is 2^-7. Ties go to even.
+  const auto packed_value = [](float w) {
+    const fast::PackedMatrix P = fast::pack_matrix(arma::fmat(1, 1, arma::fill::value(w)),
+                                                   fast::WeightType::BF16);
+    REQUIRE(P.panels_bf16.size() == static_cast<std::size_t>(fast::MR));
+    return P.panels_bf16[0];
+  };
+  CHECK(packed_value(1.0f) == 0x3F80);
+  CHECK(packed_value(1.0f + 0x1p-8f) == 0x3F80);         // halfway, to the even 1.0
+  CHECK(packed_value(1.0f + 3 * 0x1p-8f) == 0x3F82);     // halfway, to the even 1 + 2^-6
+  CHECK(packed_value(1.0f + 0x1p-8f + 0x1p-20f) == 0x3F81);  // just past halfway: up
+  CHECK(packed_value(-2.5f) == 0xC020);                  // exactly representable
+  CHECK(fast::pack_matrix(arma::fmat(3, 5, arma::fill::ones), fast::WeightType::BF16).bytes() == 30);
+  CHECK(fast::pack_matrix(arma::fmat(3, 5, arma::fill::ones)).bytes() == 60);
+
+  // The product with BF16 weights equals the double product of the rounded weights, within the
+  // same float32 bound as the F32 kernel: widening a bfloat16 is exact, so only the sums round.
+  for (const arma::uword N : {arma::uword{1}, arma::uword{19}}) {
+    const arma::fmat W = random_f32(45, 133, 5), X = random_f32(133, N, 6);
+    const fast::PackedMatrix P = fast::pack_matrix(W, fast::WeightType::BF16);
+    arma::mat W_bf16(W.n_rows, W.n_cols);
+    for (arma::uword i = 0; i < W.n_elem; ++i)
+      W_bf16(i) = safetensors::decode_bf16(safetensors::encode_bf16(W(i)));
+    CHECK(arma::abs(W_bf16 - arma::conv_to<arma::mat>::from(W)).max() > 0);  // rounding happened
+    const arma::mat want = W_bf16 * arma::conv_to<arma::mat>::from(X);
+    const arma::mat bound = arma::abs(W_bf16) * arma::abs(arma::conv_to<arma::mat>::from(X)) *
+                            (133.0 * 0x1p-24);
+    fast::Options o;
+    o.mc = 37, o.nc = 5, o.kc = 13;
+    for (int threads : {1, 3}) {
+      o.threads = threads;
+      const arma::mat err = arma::abs(arma::conv_to<arma::mat>::from(fast::gemm(P, X, o)) - want);
+      CHECK(arma::all(arma::vectorise(err <= bound + 1e-30)));
+    }
+  }
+  CHECK(fast::weight_type_from_string("bf16") == fast::WeightType::BF16);
+  CHECK_THROWS_WITH_AS(fast::weight_type_from_string("fp8"), doctest::Contains("expected f32 or bf16"),
+                       std::invalid_argument);
 }
 
 TEST_CASE("fast::exp_f32 is within 2 float32 ulps of exp over the range the softmax uses") {

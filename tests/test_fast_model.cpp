@@ -84,16 +84,59 @@ void compare_traces(const RecordingTracer& fast_tr, const RecordingTracer& ref_t
   CHECK(compared >= 10);
 }
 
-void check_against_reference(const Config& c, std::uint64_t seed, std::int64_t T,
-                             const fast::Options& opt) {
-  const ModelWeights W = generate_weights(c, seed);
-  const fast::ModelWeightsF F = fast::convert_weights(W, c);
-  const auto tokens = some_tokens(c, T, static_cast<unsigned>(seed));
+// The fast path on weights F against the reference on weights W (the same values).
+void check_against_reference(const ModelWeights& W, const fast::ModelWeightsF& F, const Config& c,
+                             const std::vector<std::int64_t>& tokens, const fast::Options& opt) {
+  const auto T = tokens.size();
   RecordingTracer ref_tr, fast_tr;
   const arma::mat want = ref::forward(W, c, tokens, 0, nullptr, ref::ForwardOptions{}, &ref_tr);
   const arma::fmat got = fast::forward(F, c, tokens, 0, nullptr, opt, &fast_tr);
   check_f32(arma::conv_to<arma::mat>::from(got), want, c.name + ": logits");
-  compare_traces(fast_tr, ref_tr, fmt::format("{} (T={}, threads={})", c.name, T, opt.threads));
+  compare_traces(fast_tr, ref_tr, fmt::format("{} (T={}, threads={}, weights {})", c.name, T,
+                                              opt.threads, fast::to_string(F.type)));
+}
+
+void check_against_reference(const Config& c, std::uint64_t seed, std::int64_t T,
+                             const fast::Options& opt) {
+  const ModelWeights W = generate_weights(c, seed);
+  check_against_reference(W, fast::convert_weights(W, c), c,
+                          some_tokens(c, T, static_cast<unsigned>(seed)), opt);
+}
+
+// Calls f(a, b) for every pair of corresponding packed matrices of two converted models.
+template <class F>
+void for_each_matrix_pair(const fast::ModelWeightsF& A, const fast::ModelWeightsF& B, F f) {
+  auto ffn = [&](const fast::FfnWeightsF& x, const fast::FfnWeightsF& y) {
+    f(x.W_gate_up, y.W_gate_up);
+    f(x.W_down, y.W_down);
+  };
+  f(A.W_head, B.W_head);
+  REQUIRE(A.layers.size() == B.layers.size());
+  for (std::size_t l = 0; l < A.layers.size(); ++l) {
+    const auto &a = A.layers[l], &b = B.layers[l];
+    f(a.attn.W_x, b.attn.W_x);
+    f(a.attn.W_q, b.attn.W_q);
+    f(a.attn.W_O, b.attn.W_O);
+    for (std::size_t h = 0; h < a.attn.W_UK_T.size(); ++h) {
+      f(a.attn.W_UK_T[h], b.attn.W_UK_T[h]);
+      f(a.attn.W_UV[h], b.attn.W_UV[h]);
+    }
+    if (!a.is_moe) {
+      ffn(a.dense, b.dense);
+      continue;
+    }
+    f(a.moe.W_g, b.moe.W_g);
+    for (std::size_t e = 0; e < a.moe.experts.size(); ++e) ffn(a.moe.experts[e], b.moe.experts[e]);
+    if (a.moe.shared) ffn(*a.moe.shared, *b.moe.shared);
+  }
+}
+
+// The generator's weights as a BF16 checkpoint stores them: written as BF16 and read back, so
+// every value is a bfloat16 (the reference then computes in double with exactly those values).
+ModelWeights bf16_checkpoint_weights(const Config& c, std::uint64_t seed) {
+  const std::string dir = fmt::format("{}/fast_bf16_{}_{}", DSR1_BINARY_DIR, c.name, seed);
+  write_checkpoint(dir, c, generate_weights(c, seed), safetensors::DType::BF16);
+  return load_model_dir(dir, /*with_mtp=*/false).weights;
 }
 
 // A config with sizes that are odd, prime or just past a block boundary.
@@ -156,6 +199,53 @@ TEST_CASE("fast::forward matches ref::forward on random configs with sizes off t
     check_against_reference(c, seed, 3, fast::Options{});
   }
   MESSAGE(fmt::format("worst |fast - ref| / rms(ref) over all traced tensors: {:.2e}", worst_scaled_error));
+}
+
+TEST_CASE("BF16 weights: the fast path matches the reference on the same bfloat16 values") {
+  // A BF16 checkpoint's weights are bfloat16 values, so packing them as BF16 is exact and the
+  // fast path differs from the reference by float32 arithmetic only: the same tolerance as F32.
+  worst_scaled_error = 0.0;
+  for (const char* name : {"tiny-v3", "tiny-v2-lite", "tiny-v2"}) {
+    const Config c = preset(name);
+    CAPTURE(name);
+    const ModelWeights W = bf16_checkpoint_weights(c, 8);
+    const fast::ModelWeightsF F = fast::convert_weights(W, c, fast::WeightType::BF16);
+    CHECK(F.type == fast::WeightType::BF16);
+    CHECK(F.W_head.bytes() == c.vocab_size * c.d() * 2);
+    for (std::int64_t T : {37, 5}) {
+      check_against_reference(W, F, c, some_tokens(c, T, 8), fast::Options{});
+      check_against_reference(W, F, c, some_tokens(c, T, 8), odd_blocks(3));
+    }
+    // Packing rounds as the checkpoint writer does: from the unrounded weights every packed
+    // matrix holds the same bfloat16 bits as from the checkpoint's weights.
+    const fast::ModelWeightsF F_direct =
+        fast::convert_weights(generate_weights(c, 8), c, fast::WeightType::BF16);
+    std::size_t matrices = 0;
+    for_each_matrix_pair(F, F_direct, [&](const fast::PackedMatrix& x, const fast::PackedMatrix& y) {
+      CHECK(x.panels_bf16 == y.panels_bf16);
+      CHECK(x.panels.empty());
+      ++matrices;
+    });
+    CHECK(matrices >= 10);
+    // generate_weights(..., BF16) gives the checkpoint's values without writing a file.
+    const ModelWeights W_mem = generate_weights(c, 8, safetensors::DType::BF16);
+    CHECK(arma::approx_equal(W_mem.E, W.E, "absdiff", 0.0));
+    CHECK(arma::approx_equal(W_mem.layers.back().w_ffn_norm, W.layers.back().w_ffn_norm, "absdiff", 0.0));
+    for_each_matrix_pair(F, fast::convert_weights(W_mem, c, fast::WeightType::BF16),
+                         [&](const fast::PackedMatrix& x, const fast::PackedMatrix& y) {
+                           CHECK(x.panels_bf16 == y.panels_bf16);
+                         });
+    // Thread-count invariance holds for BF16 weights too.
+    const auto tokens = some_tokens(c, 23, 4);
+    const arma::fmat a = fast::forward(F, c, tokens, 0, nullptr, odd_blocks(2), nullptr);
+    const arma::fmat one = fast::forward(F, c, tokens, 0, nullptr, odd_blocks(1), nullptr);
+    CHECK(std::memcmp(a.memptr(), one.memptr(), a.n_elem * sizeof(float)) == 0);
+    const arma::fmat inc1 = fast::forward_incremental(F, c, tokens, 9, odd_blocks(1), nullptr);
+    const arma::fmat inc3 = fast::forward_incremental(F, c, tokens, 9, odd_blocks(3), nullptr);
+    CHECK(std::memcmp(inc1.memptr(), inc3.memptr(), inc1.n_elem * sizeof(float)) == 0);
+  }
+  MESSAGE(fmt::format("worst |fast - ref| / rms(ref) over all traced tensors (BF16 weights): {:.2e}",
+                      worst_scaled_error));
 }
 
 TEST_CASE("fast::forward is bit-identical for 1, 2, 3 and 7 threads") {

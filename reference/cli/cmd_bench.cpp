@@ -41,6 +41,7 @@ struct BenchArgs {
   bool quick = false;
   int threads = 0;  // 0: all hardware threads
   std::uint64_t seed = 1;
+  std::string weights = "f32";  // storage of the packed matrices: f32 or bf16
   fast::Options blocks;  // block sizes (the thread count is set separately)
 };
 
@@ -115,6 +116,8 @@ int bench(const BenchArgs& a) {
   out["config"] = c.name;
   out["threads"] = threads;
   out["quick"] = a.quick;
+  const fast::WeightType wtype = fast::weight_type_from_string(a.weights);
+  out["weights"] = fast::to_string(wtype);
   out["openblas_core"] = corename();
   out["blocks"] = {{"mc", opt.mc}, {"nc", opt.nc}, {"kc", opt.kc}, {"attn_qb", opt.attn_qb},
                    {"attn_heads", opt.attn_heads}, {"attn_kb", opt.attn_kb}, {"decode_kb", opt.decode_kb}};
@@ -122,14 +125,17 @@ int bench(const BenchArgs& a) {
     if (!a.json) fmt::print("{}\n", s);
   };
   say(fmt::format("dsr1 bench: config {} (d={}, n_h={}, r_q={}, r_kv={}, L={}, N_r={}, K={}, V={}), "
-                  "{} threads, OpenBLAS kernels: {}",
+                  "{} threads, {} weights, OpenBLAS kernels: {}",
                   c.name, c.d(), c.n_h(), c.q_lora_rank, c.kv_lora_rank, L, c.n_routed_experts,
-                  c.num_experts_per_tok, c.vocab_size, threads, corename()));
+                  c.num_experts_per_tok, c.vocab_size, threads, fast::to_string(wtype), corename()));
 
-  // Weights: the generator's (double, float32-exact values), converted once.
+  // Weights: the generator's (double, float32-exact values), converted once. With --weights
+  // bf16 they are first rounded to bfloat16 as a BF16 checkpoint holds them, so the reference
+  // below computes with the same values and the logit difference is still float32 arithmetic.
   auto t0 = Clock::now();
-  auto W = std::make_unique<ModelWeights>(generate_weights(c, a.seed));
-  const fast::ModelWeightsF F = fast::convert_weights(*W, c);
+  auto W = std::make_unique<ModelWeights>(generate_weights(
+      c, a.seed, wtype == fast::WeightType::BF16 ? safetensors::DType::BF16 : safetensors::DType::F32));
+  const fast::ModelWeightsF F = fast::convert_weights(*W, c, wtype);
   say(fmt::format("weights generated and packed in {:.1f} s", std::chrono::duration<double>(Clock::now() - t0).count()));
   std::mt19937_64 rng(a.seed);
   auto tokens_of = [&](std::int64_t T) {
@@ -183,7 +189,7 @@ int bench(const BenchArgs& a) {
     const int reps = a.quick ? 2 : 3;
     for (const fast::GemmShape& s : fast::prefill_gemms(c, T_main)) {
       const arma::fmat Wm = random_fmat(s.M, s.K, 1), X = random_fmat(s.K, s.N, 2);
-      const fast::PackedMatrix P = fast::pack_matrix(Wm);
+      const fast::PackedMatrix P = fast::pack_matrix(Wm, wtype);
       arma::fmat Y(s.M, s.N), Yb(s.M, s.N);
       const double tf = best_seconds(reps, 1, [&] {
         fast::gemm(P, X.memptr(), s.K, s.N, Y.memptr(), s.M, false, opt);
@@ -311,6 +317,11 @@ const Register reg{Command{
       sub.add_option("--threads", a->threads, "threads (default: all hardware threads)")
           ->check(CLI::Range(1, 1024));
       sub.add_option("--seed", a->seed, "weight generator seed")->capture_default_str();
+      sub.add_option("--weights", a->weights,
+                     "storage of the fast path's matrices: f32, or bf16 (half the bytes, values "
+                     "rounded to bfloat16)")
+          ->check(CLI::IsMember({"f32", "bf16"}))
+          ->capture_default_str();
       sub.add_option("--mc", a->blocks.mc, "GEMM rows per task")->capture_default_str()->check(CLI::PositiveNumber);
       sub.add_option("--nc", a->blocks.nc, "GEMM tokens per task")->capture_default_str()->check(CLI::PositiveNumber);
       sub.add_option("--kc", a->blocks.kc, "GEMM inner-dimension slice")->capture_default_str()->check(CLI::PositiveNumber);

@@ -28,6 +28,7 @@ struct RunArgs {
   bool quiet = false;
   bool fast = false;
   int threads = 0;                       // --fast: 0 = all hardware threads
+  std::string fast_weights = "f32";      // --fast: storage of the packed matrices
   const CLI::Option* attn_opt = nullptr;  // to tell an explicit --attn from its default
 };
 
@@ -49,7 +50,8 @@ arma::mat run_fast(const RunArgs& a, const LoadedModel& m, const std::vector<std
                    Tracer* tr) {
   fast::Options opt;
   opt.threads = a.threads > 0 ? a.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  const fast::ModelWeightsF F = fast::convert_weights(m.weights, m.config);
+  const fast::ModelWeightsF F =
+      fast::convert_weights(m.weights, m.config, fast::weight_type_from_string(a.fast_weights));
   const arma::fmat logits =
       a.decode_from >= 0 ? fast::forward_incremental(F, m.config, tokens, a.decode_from, opt, tr)
                          : fast::forward(F, m.config, tokens, 0, nullptr, opt, tr);
@@ -125,7 +127,8 @@ int run(const RunArgs& a) {
     fmt::print("model: {} ({})\n", c.name, a.source.describe());
     fmt::print("{}\n", describe_conventions(c));
     if (a.fast)
-      fmt::print("fast path (float32, absorbed attention, {} threads); tokens: {}\n",
+      fmt::print("fast path (float32 arithmetic, {} weights, absorbed attention, {} threads); tokens: {}\n",
+                 a.fast_weights,
                  a.threads > 0 ? a.threads : static_cast<int>(std::thread::hardware_concurrency()),
                  fmt::join(tokens, ","));
     else
@@ -181,11 +184,18 @@ const Register reg{Command{
           ->check(CLI::Range(0, 17))
           ->capture_default_str();
       sub.add_flag("--quiet", a->quiet, "print nothing but the trace");
-      sub.add_flag("--fast", a->fast,
+      CLI::Option* fast = sub.add_flag("--fast", a->fast,
                    "run the float32 fast path (reference/fast/: absorbed attention, same trace "
                    "names; the dump is F32) instead of the reference");
       sub.add_option("--threads", a->threads, "--fast: threads (default: all hardware threads)")
-          ->check(CLI::Range(1, 1024));
+          ->check(CLI::Range(1, 1024))
+          ->needs(fast);
+      sub.add_option("--fast-weights", a->fast_weights,
+                     "--fast: matrices stored as f32, or bf16 (exact for a BF16 checkpoint, "
+                     "else rounded to bfloat16)")
+          ->check(CLI::IsMember({"f32", "bf16"}))
+          ->capture_default_str()
+          ->needs(fast);
       a->attn_opt = sub.get_option("--attn");
       return [a] { return run(*a); };
     }}};

@@ -4,16 +4,25 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <bit>
 #include <stdexcept>
 
 #include "reference/fast/thread_pool.hpp"
+#include "reference/safetensors.hpp"
 
 namespace dsr1::fast {
 namespace {
 
+// A weight as float32: itself, or a bfloat16 widened (its 16 bits become the upper half).
+[[gnu::always_inline]] inline float widen(float w) { return w; }
+[[gnu::always_inline]] inline float widen(std::uint16_t w) {
+  return std::bit_cast<float>(static_cast<std::uint32_t>(w) << 16);
+}
+
 // acc[j][i] = sum_k A(i, k) B(k, j) for a ROWS x N_COLS tile, then C = acc or C += acc.
-template <int ROWS, int N_COLS>
-[[gnu::always_inline]] inline void micro_kernel(std::int64_t kc, const float* __restrict a,
+// AT: how A is stored (float, or std::uint16_t holding bfloat16).
+template <int ROWS, int N_COLS, class AT>
+[[gnu::always_inline]] inline void micro_kernel(std::int64_t kc, const AT* __restrict a,
                                                 std::int64_t lda, const float* __restrict b,
                                                 std::int64_t bk, std::int64_t bj,
                                                 float* __restrict c, std::int64_t ldc,
@@ -22,11 +31,13 @@ template <int ROWS, int N_COLS>
   for (int j = 0; j < N_COLS; ++j)
     for (int i = 0; i < ROWS; ++i) acc[j][i] = 0.0f;
   for (std::int64_t k = 0; k < kc; ++k) {
-    const float* ak = a + k * lda;
+    const AT* ak = a + k * lda;
+    float a_k[ROWS];  // column k of the tile's A, as float32
+    for (int i = 0; i < ROWS; ++i) a_k[i] = widen(ak[i]);
     const float* bkp = b + k * bk;
     for (int j = 0; j < N_COLS; ++j) {
       const float bv = bkp[j * bj];
-      for (int i = 0; i < ROWS; ++i) acc[j][i] += ak[i] * bv;
+      for (int i = 0; i < ROWS; ++i) acc[j][i] += a_k[i] * bv;
     }
   }
   if (m_valid == ROWS) {
@@ -83,31 +94,50 @@ template <int N_COLS>
   }
 }
 
+
+// The body of both gemm_panels (float and bfloat16 A); see gemm.hpp.
+template <class AT>
+[[gnu::always_inline]] inline void gemm_panels_body(std::int64_t m, std::int64_t n, std::int64_t kc,
+                                                    const AT* a, std::int64_t a_panel,
+                                                    std::int64_t lda, const float* b,
+                                                    std::int64_t b_panel, std::int64_t bk,
+                                                    std::int64_t bj, float* c, std::int64_t ldc,
+                                                    bool accumulate) {
+  for (std::int64_t j0 = 0; j0 < n; j0 += NR) {
+    const float* bp = b + (j0 / NR) * b_panel;
+    const std::int64_t n_cols = std::min<std::int64_t>(NR, n - j0);
+    for (std::int64_t p = 0; p * MR < m; ++p) {
+      const AT* ap = a + p * a_panel;
+      float* cp = c + p * MR + j0 * ldc;
+      const std::int64_t m_valid = std::min<std::int64_t>(MR, m - p * MR);
+      switch (n_cols) {
+        case 8: micro_kernel<MR, 8, AT>(kc, ap, lda, bp, bk, bj, cp, ldc, m_valid, accumulate); break;
+        case 7: micro_kernel<MR, 7, AT>(kc, ap, lda, bp, bk, bj, cp, ldc, m_valid, accumulate); break;
+        case 6: micro_kernel<MR, 6, AT>(kc, ap, lda, bp, bk, bj, cp, ldc, m_valid, accumulate); break;
+        case 5: micro_kernel<MR, 5, AT>(kc, ap, lda, bp, bk, bj, cp, ldc, m_valid, accumulate); break;
+        case 4: micro_kernel<MR, 4, AT>(kc, ap, lda, bp, bk, bj, cp, ldc, m_valid, accumulate); break;
+        case 3: micro_kernel<MR, 3, AT>(kc, ap, lda, bp, bk, bj, cp, ldc, m_valid, accumulate); break;
+        case 2: micro_kernel<MR, 2, AT>(kc, ap, lda, bp, bk, bj, cp, ldc, m_valid, accumulate); break;
+        default: micro_kernel<MR, 1, AT>(kc, ap, lda, bp, bk, bj, cp, ldc, m_valid, accumulate); break;
+      }
+    }
+  }
+}
+
 }  // namespace
 
 DSR1_FAST_CLONES
 void gemm_panels(std::int64_t m, std::int64_t n, std::int64_t kc, const float* a,
                  std::int64_t a_panel, std::int64_t lda, const float* b, std::int64_t b_panel,
                  std::int64_t bk, std::int64_t bj, float* c, std::int64_t ldc, bool accumulate) {
-  for (std::int64_t j0 = 0; j0 < n; j0 += NR) {
-    const float* bp = b + (j0 / NR) * b_panel;
-    const std::int64_t n_cols = std::min<std::int64_t>(NR, n - j0);
-    for (std::int64_t p = 0; p * MR < m; ++p) {
-      const float* ap = a + p * a_panel;
-      float* cp = c + p * MR + j0 * ldc;
-      const std::int64_t m_valid = std::min<std::int64_t>(MR, m - p * MR);
-      switch (n_cols) {
-        case 8: micro_kernel<MR, 8>(kc, ap, lda, bp, bk, bj, cp, ldc, m_valid, accumulate); break;
-        case 7: micro_kernel<MR, 7>(kc, ap, lda, bp, bk, bj, cp, ldc, m_valid, accumulate); break;
-        case 6: micro_kernel<MR, 6>(kc, ap, lda, bp, bk, bj, cp, ldc, m_valid, accumulate); break;
-        case 5: micro_kernel<MR, 5>(kc, ap, lda, bp, bk, bj, cp, ldc, m_valid, accumulate); break;
-        case 4: micro_kernel<MR, 4>(kc, ap, lda, bp, bk, bj, cp, ldc, m_valid, accumulate); break;
-        case 3: micro_kernel<MR, 3>(kc, ap, lda, bp, bk, bj, cp, ldc, m_valid, accumulate); break;
-        case 2: micro_kernel<MR, 2>(kc, ap, lda, bp, bk, bj, cp, ldc, m_valid, accumulate); break;
-        default: micro_kernel<MR, 1>(kc, ap, lda, bp, bk, bj, cp, ldc, m_valid, accumulate); break;
-      }
-    }
-  }
+  gemm_panels_body(m, n, kc, a, a_panel, lda, b, b_panel, bk, bj, c, ldc, accumulate);
+}
+
+DSR1_FAST_CLONES
+void gemm_panels(std::int64_t m, std::int64_t n, std::int64_t kc, const std::uint16_t* a,
+                 std::int64_t a_panel, std::int64_t lda, const float* b, std::int64_t b_panel,
+                 std::int64_t bk, std::int64_t bj, float* c, std::int64_t ldc, bool accumulate) {
+  gemm_panels_body(m, n, kc, a, a_panel, lda, b, b_panel, bk, bj, c, ldc, accumulate);
 }
 
 DSR1_FAST_CLONES
@@ -134,24 +164,39 @@ void gemm_rows16(std::int64_t m, std::int64_t n, std::int64_t kc, const float* a
   if (n - j0 >= 1) micro_kernel16<1>(kc, a, lda, b + j0 * bj, bk, bj, c + j0 * ldc, ldc, m, accumulate);
 }
 
+const char* to_string(WeightType t) { return t == WeightType::BF16 ? "bf16" : "f32"; }
+
+WeightType weight_type_from_string(const std::string& s) {
+  if (s == "f32") return WeightType::F32;
+  if (s == "bf16") return WeightType::BF16;
+  throw std::invalid_argument(fmt::format("weight type '{}': expected f32 or bf16", s));
+}
+
 namespace {
+// Packs W into MR-row panels (W(i, k) at (i / MR) * K * MR + k * MR + i % MR), padding rows zero.
 template <class Mat>
-PackedMatrix pack_any(const Mat& W) {
+PackedMatrix pack_any(const Mat& W, WeightType type) {
   PackedMatrix P;
   P.rows = static_cast<std::int64_t>(W.n_rows);
   P.cols = static_cast<std::int64_t>(W.n_cols);
-  P.panels.assign(static_cast<std::size_t>(P.n_panels() * P.cols * MR), 0.0f);
+  P.type = type;
+  const std::size_t n = static_cast<std::size_t>(P.n_panels() * P.cols * MR);
+  if (type == WeightType::BF16) P.panels_bf16.assign(n, 0);
+  else P.panels.assign(n, 0.0f);
   const auto* w = W.memptr();
   for (std::int64_t k = 0; k < P.cols; ++k)
-    for (std::int64_t i = 0; i < P.rows; ++i)
-      P.panels[static_cast<std::size_t>((i / MR) * P.cols * MR + k * MR + i % MR)] =
-          static_cast<float>(w[i + k * P.rows]);
+    for (std::int64_t i = 0; i < P.rows; ++i) {
+      const auto at = static_cast<std::size_t>((i / MR) * P.cols * MR + k * MR + i % MR);
+      const float v = static_cast<float>(w[i + k * P.rows]);
+      if (type == WeightType::BF16) P.panels_bf16[at] = safetensors::encode_bf16(v);
+      else P.panels[at] = v;
+    }
   return P;
 }
 }  // namespace
 
-PackedMatrix pack_matrix(const arma::mat& W) { return pack_any(W); }
-PackedMatrix pack_matrix(const arma::fmat& W) { return pack_any(W); }
+PackedMatrix pack_matrix(const arma::mat& W, WeightType type) { return pack_any(W, type); }
+PackedMatrix pack_matrix(const arma::fmat& W, WeightType type) { return pack_any(W, type); }
 
 void gemm(const PackedMatrix& W, const float* X, std::int64_t ldx, std::int64_t N, float* Y,
           std::int64_t ldy, bool accumulate, const Options& opt) {
@@ -204,8 +249,12 @@ void gemm(const PackedMatrix& W, const float* X, std::int64_t ldx, std::int64_t 
     const float* xc = xb + (c0 / NR) * b_panel;  // c0 is 0 or a multiple of NR
     for (std::int64_t k0 = 0; k0 < K; k0 += kc) {
       const std::int64_t kk = std::min(kc, K - k0);
-      gemm_panels(m, n, kk, W.panel(r0 / MR) + k0 * MR, K * MR, MR, xc + k0 * bk, b_panel, bk, bj,
-                  Y + r0 + c0 * ldy, ldy, accumulate || k0 > 0);
+      if (W.type == WeightType::BF16)
+        gemm_panels(m, n, kk, W.panel_bf16(r0 / MR) + k0 * MR, K * MR, MR, xc + k0 * bk, b_panel,
+                    bk, bj, Y + r0 + c0 * ldy, ldy, accumulate || k0 > 0);
+      else
+        gemm_panels(m, n, kk, W.panel(r0 / MR) + k0 * MR, K * MR, MR, xc + k0 * bk, b_panel, bk,
+                    bj, Y + r0 + c0 * ldy, ldy, accumulate || k0 > 0);
     }
   });
 }

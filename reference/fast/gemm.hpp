@@ -24,6 +24,7 @@
 
 #include <armadillo>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "reference/fast/options.hpp"
@@ -43,18 +44,33 @@ inline constexpr std::int64_t MR = 32;  // rows of the micro-tile (weights' pane
 inline constexpr std::int64_t NR = 8;   // columns (tokens) of the micro-tile
 inline constexpr std::int64_t MR16 = 16;  // rows of the narrow tile (gemm_rows16): decode queries
 
+// How packed weights are stored. BF16 is bfloat16, the upper half of a float32 (8 exponent and
+// 8 significant bits), as DeepSeek's checkpoints store their matrices: half the bytes, so
+// weight-bound decode streams half as much. The micro-kernel widens each weight to float32 as
+// it loads it (exact: a bfloat16 is a float32 with 16 zero bits), so every product and sum is
+// float32 either way; only the weights' values differ, by their rounding to bfloat16.
+enum class WeightType { F32, BF16 };
+const char* to_string(WeightType t);                // "f32", "bf16"
+WeightType weight_type_from_string(const std::string& s);  // throws naming the accepted names
+
 struct PackedMatrix {
   std::int64_t rows = 0;      // M
   std::int64_t cols = 0;      // K
-  std::vector<float> panels;  // ceil(M/MR) panels of K*MR floats
+  WeightType type = WeightType::F32;
+  std::vector<float> panels;               // F32: ceil(M/MR) panels of K*MR floats
+  std::vector<std::uint16_t> panels_bf16;  // BF16: the same layout, bfloat16 bit patterns
   const float* panel(std::int64_t p) const { return panels.data() + p * cols * MR; }
+  const std::uint16_t* panel_bf16(std::int64_t p) const { return panels_bf16.data() + p * cols * MR; }
   std::int64_t n_panels() const { return (rows + MR - 1) / MR; }
-  std::int64_t bytes() const { return rows * cols * 4; }  // bytes of real (unpadded) weights
+  // Bytes of the real (unpadded) weights: what one pass over the matrix reads.
+  std::int64_t bytes() const { return rows * cols * (type == WeightType::BF16 ? 2 : 4); }
 };
 
-// Packs W [M, K] (converted to float32; the generator's weights are float32 values, so exactly).
-PackedMatrix pack_matrix(const arma::mat& W);
-PackedMatrix pack_matrix(const arma::fmat& W);
+// Packs W [M, K] as float32 (the generator's weights are float32 values, so exactly), or as
+// bfloat16, rounded to nearest even (exact when W holds bfloat16 values, e.g. from a BF16
+// checkpoint).
+PackedMatrix pack_matrix(const arma::mat& W, WeightType type = WeightType::F32);
+PackedMatrix pack_matrix(const arma::fmat& W, WeightType type = WeightType::F32);
 
 // Y[:, 0..N-1] = W X (or += when accumulate). X: [K, N] with column stride ldx >= K;
 // Y: [M, N] with column stride ldy >= M. Parallel over mc x nc blocks of Y (options.hpp).
@@ -70,6 +86,10 @@ arma::fmat gemm(const PackedMatrix& W, const arma::fmat& X, const Options& opt);
 //   C(r, j) = c[r + j * ldc]   (only rows r < m and columns j < n are written)
 // The sum over k = 0 .. kc-1 runs in order from zero and is then stored or added to C.
 void gemm_panels(std::int64_t m, std::int64_t n, std::int64_t kc, const float* a,
+                 std::int64_t a_panel, std::int64_t lda, const float* b, std::int64_t b_panel,
+                 std::int64_t bk, std::int64_t bj, float* c, std::int64_t ldc, bool accumulate);
+// The same with A stored as bfloat16 (a panel of a BF16 PackedMatrix), widened as it is loaded.
+void gemm_panels(std::int64_t m, std::int64_t n, std::int64_t kc, const std::uint16_t* a,
                  std::int64_t a_panel, std::int64_t lda, const float* b, std::int64_t b_panel,
                  std::int64_t bk, std::int64_t bj, float* c, std::int64_t ldc, bool accumulate);
 

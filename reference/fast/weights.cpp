@@ -1,4 +1,4 @@
-// Conversion of the reference weights to the fast path's packed float32 form (see weights.hpp).
+// Conversion of the reference weights to the fast path's packed form (see weights.hpp).
 #include "reference/fast/weights.hpp"
 
 #include <fmt/format.h>
@@ -24,19 +24,19 @@ void expect(const arma::mat& M, std::int64_t rows, std::int64_t cols, const std:
 
 }  // namespace
 
-FfnWeightsF convert_ffn(const FfnWeights& W) {
+FfnWeightsF convert_ffn(const FfnWeights& W, WeightType type) {
   const std::int64_t I = static_cast<std::int64_t>(W.W_gate.n_rows);
   const std::int64_t d = static_cast<std::int64_t>(W.W_gate.n_cols);
   expect(W.W_up, I, d, "W_up");
   expect(W.W_down, d, I, "W_down");
   FfnWeightsF F;
   F.I = I;
-  F.W_gate_up = pack_matrix(arma::mat(arma::join_cols(W.W_gate, W.W_up)));
-  F.W_down = pack_matrix(W.W_down);
+  F.W_gate_up = pack_matrix(arma::mat(arma::join_cols(W.W_gate, W.W_up)), type);
+  F.W_down = pack_matrix(W.W_down, type);
   return F;
 }
 
-ModelWeightsF convert_weights(const ModelWeights& W, const Config& c) {
+ModelWeightsF convert_weights(const ModelWeights& W, const Config& c, WeightType type) {
   const std::int64_t d = c.d(), n_h = c.n_h(), d_nope = c.qk_nope_head_dim,
                      d_v = c.v_head_dim, L = c.num_hidden_layers;
   if (static_cast<std::int64_t>(W.layers.size()) != L)
@@ -45,9 +45,10 @@ ModelWeightsF convert_weights(const ModelWeights& W, const Config& c) {
   expect(W.E, d, c.vocab_size, "E");
   expect(W.W_head, c.vocab_size, d, "W_head");
   ModelWeightsF F;
+  F.type = type;
   F.E = arma::conv_to<arma::fmat>::from(W.E);
   F.w_final_norm = to_floats(W.w_final_norm);
-  F.W_head = pack_matrix(W.W_head);
+  F.W_head = pack_matrix(W.W_head, type);
   for (std::int64_t l = 0; l < L; ++l) {
     const BlockWeights& B = W.layers[static_cast<std::size_t>(l)];
     ref::check_mla_weights(B.attn, c);
@@ -56,29 +57,30 @@ ModelWeightsF convert_weights(const ModelWeights& W, const Config& c) {
     b.w_ffn_norm = to_floats(B.w_ffn_norm);
     const MlaWeights& A = B.attn;
     if (c.has_q_lora()) {
-      b.attn.W_x = pack_matrix(arma::mat(arma::join_cols(A.W_DQ, A.W_DKV, A.W_KR)));
-      b.attn.W_q = pack_matrix(arma::mat(arma::join_cols(A.W_UQ, A.W_QR)));
+      b.attn.W_x = pack_matrix(arma::mat(arma::join_cols(A.W_DQ, A.W_DKV, A.W_KR)), type);
+      b.attn.W_q = pack_matrix(arma::mat(arma::join_cols(A.W_UQ, A.W_QR)), type);
       b.attn.w_q = to_floats(A.w_q);
     } else {
-      b.attn.W_x = pack_matrix(arma::mat(arma::join_cols(arma::join_cols(A.W_UQ, A.W_QR), A.W_DKV, A.W_KR)));
+      b.attn.W_x = pack_matrix(
+          arma::mat(arma::join_cols(arma::join_cols(A.W_UQ, A.W_QR), A.W_DKV, A.W_KR)), type);
     }
     b.attn.w_kv = to_floats(A.w_kv);
     for (std::int64_t h = 0; h < n_h; ++h) {
       const arma::mat W_UK_h = A.W_UK.rows(h * d_nope, (h + 1) * d_nope - 1);  // [d_nope, r_kv]
-      b.attn.W_UK_T.push_back(pack_matrix(arma::mat(W_UK_h.t())));           // [r_kv, d_nope]
-      b.attn.W_UV.push_back(pack_matrix(arma::mat(A.W_UV.rows(h * d_v, (h + 1) * d_v - 1))));
+      b.attn.W_UK_T.push_back(pack_matrix(arma::mat(W_UK_h.t()), type));     // [r_kv, d_nope]
+      b.attn.W_UV.push_back(pack_matrix(arma::mat(A.W_UV.rows(h * d_v, (h + 1) * d_v - 1)), type));
     }
-    b.attn.W_O = pack_matrix(A.W_O);
+    b.attn.W_O = pack_matrix(A.W_O, type);
     b.is_moe = B.is_moe;
     if (B.is_moe) {
       const MoeWeights& M = B.moe;
       expect(M.W_g, c.n_routed_experts, d, fmt::format("layers.{}.moe.W_g", l));
-      b.moe.W_g = pack_matrix(M.W_g);
+      b.moe.W_g = pack_matrix(M.W_g, type);
       for (arma::uword i = 0; i < M.b.n_elem; ++i) b.moe.b.push_back(M.b(i));
-      for (const FfnWeights& e : M.experts) b.moe.experts.push_back(convert_ffn(e));
-      if (M.shared) b.moe.shared = convert_ffn(*M.shared);
+      for (const FfnWeights& e : M.experts) b.moe.experts.push_back(convert_ffn(e, type));
+      if (M.shared) b.moe.shared = convert_ffn(*M.shared, type);
     } else {
-      b.dense = convert_ffn(B.dense);
+      b.dense = convert_ffn(B.dense, type);
     }
     F.layers.push_back(std::move(b));
   }

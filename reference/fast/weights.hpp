@@ -1,6 +1,9 @@
-// The model's parameters for the fast path: float32, packed for gemm.hpp, converted once from
-// the double-precision reference weights (reference/weights.hpp).
-// Leaves out: the MTP module (the fast path runs the main model only) and BF16 storage.
+// The model's parameters for the fast path: packed for gemm.hpp, converted once from the
+// double-precision reference weights (reference/weights.hpp). Every packed matrix (each linear
+// map, the router and the LM head: nearly all the bytes) is stored as float32 or bfloat16
+// (WeightType, gemm.hpp); the embedding table and the RMSNorm weights stay float32, the gate
+// bias double (the reference's routing rules run in double).
+// Leaves out: the MTP module (the fast path runs the main model only).
 //
 // Fusions (each saves one pass over the activations and one parallel region; the products are
 // unchanged, every output row still has its own dot product):
@@ -54,6 +57,7 @@ struct BlockWeightsF {
 };
 
 struct ModelWeightsF {
+  WeightType type = WeightType::F32;  // of every PackedMatrix below
   arma::fmat E;                       // [d, V]
   std::vector<BlockWeightsF> layers;  // L
   std::vector<float> w_final_norm;    // [d]
@@ -61,11 +65,14 @@ struct ModelWeightsF {
 };
 
 // Converts (and checks the shapes of) the reference weights; throws std::invalid_argument
-// naming the matrix on a mismatch with the config.
-ModelWeightsF convert_weights(const ModelWeights& W, const Config& c);
-FfnWeightsF convert_ffn(const FfnWeights& W);
+// naming the matrix on a mismatch with the config. With WeightType::BF16 every matrix is
+// rounded to bfloat16 (nearest even): exact when the weights came from a BF16 checkpoint,
+// otherwise the fast path computes the model with its matrices so rounded.
+ModelWeightsF convert_weights(const ModelWeights& W, const Config& c,
+                              WeightType type = WeightType::F32);
+FfnWeightsF convert_ffn(const FfnWeights& W, WeightType type = WeightType::F32);
 
-// Bytes of float32 weights a single decode step reads (attention, router, shared and dense
+// Bytes of weights (as stored: 4 or 2 per matrix entry) a single decode step reads (attention, router, shared and dense
 // MLPs, the head, one embedding column, and K routed experts per MoE layer), for the benchmark.
 std::int64_t decode_weight_bytes(const ModelWeightsF& W, const Config& c);
 
