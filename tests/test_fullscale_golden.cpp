@@ -1,15 +1,22 @@
 // The full-scale golden set (golden/fullscale/v3-mla-moe): regenerated at the real DeepSeek-V3
 // dimensions and compared with the checked-in file, plus the checks its manifest names: the
 // generator's fill equals its per-element rule, weights by HF name equal load_weights, the lazy
-// MoE equals ref::moe_forward, naive MLA equals absorbed MLA.
+// MoE equals ref::moe_forward, naive MLA equals absorbed MLA; and the fast path's MLA and MoE at
+// that size against the set.
 #include <doctest/doctest.h>
 #include <fmt/format.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "reference/compare.hpp"
+#include "reference/fast/mla.hpp"
+#include "reference/fast/moe.hpp"
+#include "reference/fast/router.hpp"
+#include "reference/fast/weights.hpp"
 #include "reference/fullscale.hpp"
 #include "reference/generator.hpp"
 #include "reference/loader.hpp"
@@ -161,5 +168,84 @@ TEST_CASE("full-scale golden set regenerated at DeepSeek-V3 size equals the file
     const double normwise = arma::abs(arma::mat(out.col(t)) - want).max() / scale;
     MESSAGE(fmt::format("moe.out token {}: max|out| {:.3e}, max abs diff / max|out| = {:.3e}", t, scale, normwise));
     CHECK(normwise <= test::same_math_reordered.rel);
+  }
+}
+
+TEST_CASE("the fast path at DeepSeek-V3 size: its MLA and MoE layers pass dsr1 compare (f32) against the full-scale set") {
+  // The same layer inputs through fast::mla_forward (128 heads, r_kv 512, the tokens at pos0,
+  // past YaRN's original context) and fast::moe_forward (256 experts, top 8 in 4 of 8 groups),
+  // compared by the comparator of `dsr1 compare` at the float32 preset it picks for F32 tensors
+  // (rtol = atol = 2^-16, docs/validating.md: sized for dot products of length d = 7168).
+  const nlohmann::json m = manifest();
+  const FullscaleSpec s = spec_of(m);
+  const Config& c = s.config;
+  const std::string L = fmt::format("layers.{}.", s.layer);
+  const safetensors::File f((fs::path(kSet) / "fullscale.safetensors").string());
+  const arma::fmat x_attn = arma::conv_to<arma::fmat>::from(stored(f, kFullscaleXAttn));  // [d, T]
+  const arma::fmat x_moe = arma::conv_to<arma::fmat>::from(stored(f, kFullscaleXMoe));    // [d, T]
+  fast::Options opt;
+  opt.threads = 2;
+
+  const arma::fmat u = fast::mla_forward(
+      x_attn, fast::convert_mla(generate_mla_weights(c, s.seed, s.layer), c), c, s.pos0, nullptr, opt, nullptr);
+
+  // MoE one token at a time, so that at most K + 1 experts are in memory (as float32, ~1.6 GB):
+  // the router first, then the experts it chose, generated under their HF names.
+  const std::string p = fmt::format("model.layers.{}.mlp.", s.layer);
+  const MoeWeights R = generate_router_weights(c, s.seed, s.layer);
+  fast::MoeWeightsF M;
+  M.W_g = fast::pack_matrix(R.W_g);
+  M.b = arma::conv_to<std::vector<double>>::from(R.b);
+  M.experts.resize(static_cast<std::size_t>(c.n_routed_experts));  // filled per token below
+  M.shared = fast::convert_ffn(generate_ffn_weights(s.seed, p + "shared_experts.", c.hidden_size,
+                                                    c.n_shared_experts * c.moe_intermediate_size));
+  const arma::uword T = x_moe.n_cols, K = static_cast<arma::uword>(c.num_experts_per_tok);
+  arma::fmat out(x_moe.n_rows, T);
+  arma::mat experts(K, T), g(K, T);
+  for (arma::uword t = 0; t < T; ++t) {
+    const arma::fmat x_t = x_moe.col(t);
+    const fast::Routing r = fast::route(x_t, M, c, opt, nullptr);
+    for (arma::uword k = 0; k < K; ++k) {
+      const auto e = r.experts(k, 0);
+      M.experts[e] = fast::convert_ffn(generate_ffn_weights(
+          s.seed, fmt::format("{}experts.{}.", p, e), c.hidden_size, c.moe_intermediate_size));
+    }
+    out.col(t) = fast::moe_forward(x_t, M, c, opt, nullptr);
+    experts.col(t) = arma::conv_to<arma::vec>::from(r.experts.col(0));
+    g.col(t) = r.g.col(0);
+    for (arma::uword k = 0; k < K; ++k) M.experts[r.experts(k, 0)] = fast::FfnWeightsF{};
+  }
+
+  // [rows, T] in memory is [T, rows] row-major on disk, as every dsr1 file stores it.
+  auto entry = [](const std::string& name, const arma::mat& x) {
+    return compare::TensorSet::Entry{name, {x.n_cols, x.n_rows}, std::vector<double>(x.begin(), x.end()), "F32"};
+  };
+  const auto candidate = compare::TensorSet::from_entries(
+      "fast path at full scale",
+      {entry(L + "attn.u", arma::conv_to<arma::mat>::from(u)), entry(L + "moe.experts", experts),
+       entry(L + "moe.g", g), entry(L + "moe.out", arma::conv_to<arma::mat>::from(out))},
+      c);
+  const auto golden = compare::TensorSet::open((fs::path(kSet) / "fullscale.safetensors").string());
+  compare::Options all;
+  all.all = true;  // report every tensor, not only up to the first divergence
+  const compare::Report rep = compare::compare(golden, candidate, all);
+  INFO(compare::format_text(rep));
+  CHECK(rep.passed());
+  CHECK(rep.compared() == 4);  // attn.u, moe.experts, moe.g, moe.out; the two inputs are not outputs
+  for (const auto& r : rep.results)
+    if (r.status != compare::Status::Missing) {
+      CHECK_MESSAGE(r.tol.name == "f32", r.name);
+      MESSAGE(fmt::format("{}: max abs {:.2e}, max rel {:.2e}", r.name, r.max_abs, r.max_rel));
+    }
+  // The preset's absolute floor (1.5e-5) assumes O(1) values; moe.out has an RMS of about 0.05.
+  // So also hold both outputs to the fast path's own bound, |fast - ref| <= 1e-5 rms(ref)
+  // (tests/test_fast_model.cpp; observed here: about 3e-6).
+  for (const auto& [name, got] : {std::pair{L + "attn.u", arma::conv_to<arma::mat>::from(u)},
+                                  std::pair{L + "moe.out", arma::conv_to<arma::mat>::from(out)}}) {
+    const arma::mat want = stored(f, name);
+    const double rms = std::sqrt(arma::mean(arma::vectorise(arma::square(want))));
+    const double worst = arma::abs(got - want).max() / rms;
+    MESSAGE(fmt::format("{}: max |fast - ref| / rms(ref) = {:.2e}", name, worst));
+    CHECK(worst <= 1e-5);
   }
 }

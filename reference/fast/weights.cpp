@@ -36,9 +36,30 @@ FfnWeightsF convert_ffn(const FfnWeights& W, WeightType type) {
   return F;
 }
 
+MlaWeightsF convert_mla(const MlaWeights& A, const Config& c, WeightType type) {
+  ref::check_mla_weights(A, c);
+  const std::int64_t n_h = c.n_h(), d_nope = c.qk_nope_head_dim, d_v = c.v_head_dim;
+  MlaWeightsF F;
+  if (c.has_q_lora()) {
+    F.W_x = pack_matrix(arma::mat(arma::join_cols(A.W_DQ, A.W_DKV, A.W_KR)), type);
+    F.W_q = pack_matrix(arma::mat(arma::join_cols(A.W_UQ, A.W_QR)), type);
+    F.w_q = to_floats(A.w_q);
+  } else {
+    F.W_x = pack_matrix(
+        arma::mat(arma::join_cols(arma::join_cols(A.W_UQ, A.W_QR), A.W_DKV, A.W_KR)), type);
+  }
+  F.w_kv = to_floats(A.w_kv);
+  for (std::int64_t h = 0; h < n_h; ++h) {
+    const arma::mat W_UK_h = A.W_UK.rows(h * d_nope, (h + 1) * d_nope - 1);  // [d_nope, r_kv]
+    F.W_UK_T.push_back(pack_matrix(arma::mat(W_UK_h.t()), type));           // [r_kv, d_nope]
+    F.W_UV.push_back(pack_matrix(arma::mat(A.W_UV.rows(h * d_v, (h + 1) * d_v - 1)), type));
+  }
+  F.W_O = pack_matrix(A.W_O, type);
+  return F;
+}
+
 ModelWeightsF convert_weights(const ModelWeights& W, const Config& c, WeightType type) {
-  const std::int64_t d = c.d(), n_h = c.n_h(), d_nope = c.qk_nope_head_dim,
-                     d_v = c.v_head_dim, L = c.num_hidden_layers;
+  const std::int64_t d = c.d(), L = c.num_hidden_layers;
   if (static_cast<std::int64_t>(W.layers.size()) != L)
     throw std::invalid_argument(fmt::format("fast::convert_weights: {} layers given, config '{}' has {}",
                                             W.layers.size(), c.name, L));
@@ -51,26 +72,10 @@ ModelWeightsF convert_weights(const ModelWeights& W, const Config& c, WeightType
   F.W_head = pack_matrix(W.W_head, type);
   for (std::int64_t l = 0; l < L; ++l) {
     const BlockWeights& B = W.layers[static_cast<std::size_t>(l)];
-    ref::check_mla_weights(B.attn, c);
     BlockWeightsF b;
     b.w_attn_norm = to_floats(B.w_attn_norm);
     b.w_ffn_norm = to_floats(B.w_ffn_norm);
-    const MlaWeights& A = B.attn;
-    if (c.has_q_lora()) {
-      b.attn.W_x = pack_matrix(arma::mat(arma::join_cols(A.W_DQ, A.W_DKV, A.W_KR)), type);
-      b.attn.W_q = pack_matrix(arma::mat(arma::join_cols(A.W_UQ, A.W_QR)), type);
-      b.attn.w_q = to_floats(A.w_q);
-    } else {
-      b.attn.W_x = pack_matrix(
-          arma::mat(arma::join_cols(arma::join_cols(A.W_UQ, A.W_QR), A.W_DKV, A.W_KR)), type);
-    }
-    b.attn.w_kv = to_floats(A.w_kv);
-    for (std::int64_t h = 0; h < n_h; ++h) {
-      const arma::mat W_UK_h = A.W_UK.rows(h * d_nope, (h + 1) * d_nope - 1);  // [d_nope, r_kv]
-      b.attn.W_UK_T.push_back(pack_matrix(arma::mat(W_UK_h.t()), type));     // [r_kv, d_nope]
-      b.attn.W_UV.push_back(pack_matrix(arma::mat(A.W_UV.rows(h * d_v, (h + 1) * d_v - 1)), type));
-    }
-    b.attn.W_O = pack_matrix(A.W_O, type);
+    b.attn = convert_mla(B.attn, c, type);
     b.is_moe = B.is_moe;
     if (B.is_moe) {
       const MoeWeights& M = B.moe;

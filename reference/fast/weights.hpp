@@ -71,6 +71,8 @@ struct ModelWeightsF {
 ModelWeightsF convert_weights(const ModelWeights& W, const Config& c,
                               WeightType type = WeightType::F32);
 FfnWeightsF convert_ffn(const FfnWeights& W, WeightType type = WeightType::F32);
+// One layer's attention (checked with ref::check_mla_weights): for full-scale single layers.
+MlaWeightsF convert_mla(const MlaWeights& A, const Config& c, WeightType type = WeightType::F32);
 
 // Bytes of weights (as stored: 4 or 2 per matrix entry) a single decode step reads (attention, router, shared and dense
 // MLPs, the head, one embedding column, and K routed experts per MoE layer), for the benchmark.
