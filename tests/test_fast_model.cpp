@@ -292,6 +292,11 @@ TEST_CASE("fast prefill plus incremental decode agrees with one full forward and
     check_f32(arma::conv_to<arma::mat>::from(inc), arma::conv_to<arma::mat>::from(full),
               c.name + ": incremental vs full (fast)");
     check_f32(arma::conv_to<arma::mat>::from(inc), want, c.name + ": incremental (fast) vs full (reference)");
+    // decode-from 0: no prefill, every token decoded from an empty cache (as the reference allows).
+    const arma::fmat all_decoded = fast::forward_incremental(F, c, tokens, 0, odd_blocks(2), nullptr);
+    check_f32(arma::conv_to<arma::mat>::from(all_decoded), want, c.name + ": decode-from 0 (fast) vs reference");
+    CHECK_THROWS_WITH_AS(fast::forward_incremental(F, c, tokens, 25, odd_blocks(2), nullptr),
+                         doctest::Contains("outside the 24 given tokens"), std::invalid_argument);
     // A chunked prefill at pos0 > 0 through the cache (flash path with an offset).
     fast::ModelCache cache = fast::make_cache(c);
     const std::vector<std::int64_t> first(tokens.begin(), tokens.begin() + 7),

@@ -134,7 +134,9 @@ int run(const RunArgs& a) {
     else
       fmt::print("attention form: {}; tokens: {}\n", a.run.attn, fmt::join(tokens, ","));
   }
-  if (a.decode_from >= 0 && !a.quiet)
+  if (a.decode_from == 0 && !a.quiet)
+    fmt::print("no prefill: every position decoded one at a time through the latent cache\n");
+  else if (a.decode_from > 0 && !a.quiet)
     fmt::print("positions 0..{} prefilled in one pass, the rest decoded one at a time\n",
                a.decode_from - 1);
   arma::mat logits;

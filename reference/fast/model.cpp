@@ -96,12 +96,13 @@ arma::fmat forward_incremental(const ModelWeightsF& W, const Config& c,
                                const std::vector<std::int64_t>& tokens, std::int64_t P,
                                const Options& opt, Tracer* tr) {
   const std::int64_t T = static_cast<std::int64_t>(tokens.size());
-  if (P < 1 || P > T)
+  if (P < 0 || P > T)
     throw std::invalid_argument(fmt::format(
-        "fast::forward_incremental: prefill length P = {}, expected 1 .. T = {}", P, T));
+        "fast::forward_incremental: decode-from position {} is outside the {} given tokens "
+        "(expected 0..{})", P, T, T));
   ModelCache cache = make_cache(c, T);
   arma::fmat logits(static_cast<arma::uword>(c.vocab_size), static_cast<arma::uword>(T));
-  {
+  if (P > 0) {  // P = 0: no prefill, every token is decoded from an empty cache
     TraceScope scope(tr, "prefill");
     const std::vector<std::int64_t> prompt(tokens.begin(), tokens.begin() + P);
     logits.cols(0, P - 1) = forward(W, c, prompt, 0, &cache, opt, tr);

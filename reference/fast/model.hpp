@@ -40,7 +40,8 @@ std::int64_t cache_bytes(const Config& c, std::int64_t tokens);
 arma::fmat forward(const ModelWeightsF& W, const Config& c, const std::vector<std::int64_t>& tokens,
                    std::int64_t pos0, ModelCache* cache, const Options& opt, Tracer* tr);
 
-// Prefill tokens[0..P-1] in one call, then one decode() per remaining token. Returns logits
+// Prefill tokens[0..P-1] in one call (none when P = 0), then one decode() per remaining token;
+// throws for P outside 0..T. Returns logits
 // [V, T] for every position, comparable with forward(). Traces under "prefill." and
 // "decode.{t}." as the reference does, and the assembled "logits".
 arma::fmat forward_incremental(const ModelWeightsF& W, const Config& c,
