@@ -104,7 +104,6 @@ template <int N_COLS>
   }
 }
 
-
 // The body of both gemm_panels (float and bfloat16 A); see gemm.hpp.
 template <class AT>
 [[gnu::always_inline]] inline void gemm_panels_body(std::int64_t m, std::int64_t n, std::int64_t kc,

@@ -2,8 +2,8 @@
 // Leaves out: transposed operands and alpha/beta scaling (callers arrange their data instead).
 //
 // Layout. W [M, K] (out, in) is packed once into panels of MR = 32 rows: panel p holds rows
-// p*MR .. p*MR+MR-1 as K consecutive groups of MR floats (W(p*MR + r, k) at k*MR + r), the last
-// panel padded with zero rows. X [K, N] and Y [M, N] are column-major with one token per column,
+// p*MR .. p*MR+MR-1 as K consecutive groups of MR weights (W(p*MR + r, k) at k*MR + r), the last
+// panel padded with zero rows; each weight a float32 or a bfloat16 (WeightType below). X [K, N] and Y [M, N] are column-major with one token per column,
 // as everywhere in dsr1.
 //
 // Blocking. X is first copied, once per product and in parallel, into panels of NR = 8 columns
