@@ -305,53 +305,48 @@ ModelWeights load_weights(const Config& cfg, const TensorSource& src, bool with_
   return w;
 }
 
-ModelWeights generate_weights(const Config& cfg, std::uint64_t seed) {
-  std::vector<GeneratorSource::Entry> entries;
-  for (const auto& it : model_items(cfg, true)) entries.push_back({it.name, it.shape});
-  const GeneratorSource src(seed, std::move(entries));
-  return load_weights(cfg, src, cfg.num_nextn_predict_layers > 0);
-}
-
 namespace {
 
-// Serves another source's tensors rounded to `storage` (round to nearest even), as a checkpoint
-// written in that dtype would hold them; the gate bias stays F32 as write_checkpoint keeps it.
-class RoundingSource : public TensorSource {
+// The generator under the catalogue of `cfg` (MTP layer included).
+GeneratorSource generator_source(const Config& cfg, std::uint64_t seed) {
+  std::vector<GeneratorSource::Entry> entries;
+  for (const auto& it : model_items(cfg, true)) entries.push_back({it.name, it.shape});
+  return GeneratorSource(seed, std::move(entries));
+}
+
+// Serves another source's tensors rounded to bfloat16 (nearest even), as a BF16 checkpoint
+// holds them; the gate bias stays F32 as write_checkpoint keeps it.
+class Bf16RoundingSource : public TensorSource {
  public:
-  RoundingSource(const TensorSource& inner, st::DType storage) : inner_(inner), storage_(storage) {}
+  explicit Bf16RoundingSource(const TensorSource& inner) : inner_(inner) {}
   bool has(const std::string& name) const override { return inner_.has(name); }
   std::vector<std::uint64_t> shape(const std::string& name) const override { return inner_.shape(name); }
   std::vector<std::string> names() const override { return inner_.names(); }
-  std::string describe() const override {
-    return fmt::format("{} rounded to {}", inner_.describe(), st::to_string(storage_));
-  }
+  std::string describe() const override { return inner_.describe() + " rounded to BF16"; }
   TensorData read(const std::string& name) const override {
     TensorData t = inner_.read(name);
     if (name.ends_with("e_score_correction_bias")) return t;
-    for (double& v : t.data) v = round(static_cast<float>(v));
+    for (double& v : t.data) v = st::decode_bf16(st::encode_bf16(static_cast<float>(v)));
     return t;
   }
 
  private:
-  double round(float v) const {
-    if (storage_ == st::DType::BF16) return st::decode_bf16(st::encode_bf16(v));
-    return st::decode_f16(st::encode_f16(v));
-  }
   const TensorSource& inner_;
-  st::DType storage_;
 };
 
 }  // namespace
 
+ModelWeights generate_weights(const Config& cfg, std::uint64_t seed) {
+  return load_weights(cfg, generator_source(cfg, seed), cfg.num_nextn_predict_layers > 0);
+}
+
 ModelWeights generate_weights(const Config& cfg, std::uint64_t seed, st::DType storage) {
   if (storage == st::DType::F32 || storage == st::DType::F64) return generate_weights(cfg, seed);
-  if (storage != st::DType::BF16 && storage != st::DType::F16)
+  if (storage != st::DType::BF16)
     throw std::invalid_argument(fmt::format(
-        "generate_weights: storage {}, expected F64, F32, BF16 or F16", st::to_string(storage)));
-  std::vector<GeneratorSource::Entry> entries;
-  for (const auto& it : model_items(cfg, true)) entries.push_back({it.name, it.shape});
-  const GeneratorSource gen(seed, std::move(entries));
-  return load_weights(cfg, RoundingSource(gen, storage), cfg.num_nextn_predict_layers > 0);
+        "generate_weights: storage {}, expected F64, F32 or BF16", st::to_string(storage)));
+  return load_weights(cfg, Bf16RoundingSource(generator_source(cfg, seed)),
+                      cfg.num_nextn_predict_layers > 0);
 }
 
 // ---------------------------------------------------------------------------------------------

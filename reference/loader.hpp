@@ -46,9 +46,9 @@ ModelWeights load_weights(const Config& cfg, const TensorSource& src, bool with_
 // The portable generator's model (generator.hpp): load_weights over GeneratorSource(seed,
 // catalogue). Includes the MTP module when the config has one.
 ModelWeights generate_weights(const Config& cfg, std::uint64_t seed);
-// The same weights as a checkpoint stored in `storage` holds them: every value rounded to
-// BF16 or F16 (nearest even) as write_checkpoint rounds it, the gate bias kept F32. F32 and F64
-// change nothing (the generator's values are float32).
+// The same weights as a checkpoint stored in `storage` holds them: with BF16 every value is
+// rounded to bfloat16 (nearest even) as write_checkpoint rounds it, the gate bias kept F32; F32
+// and F64 change nothing (the generator's values are float32). Other dtypes are refused.
 ModelWeights generate_weights(const Config& cfg, std::uint64_t seed, safetensors::DType storage);
 
 // The inverse of load_weights: HF-named tensors with the fused layouts rebuilt, in catalogue

@@ -2,6 +2,7 @@
 // --fast, the float32 fast path (reference/fast/) on the same inputs, under the same trace names.
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <memory>
 #include <thread>
 
@@ -45,11 +46,16 @@ void check_fast_options(const RunArgs& a) {
         a.run.rope_layout));
 }
 
+// --threads, or all hardware threads (at least one).
+int fast_threads(const RunArgs& a) {
+  return a.threads > 0 ? a.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+}
+
 // The fast path's logits [V, T], as double: prefill + decode with --decode-from, else one pass.
 arma::mat run_fast(const RunArgs& a, const LoadedModel& m, const std::vector<std::int64_t>& tokens,
                    Tracer* tr) {
   fast::Options opt;
-  opt.threads = a.threads > 0 ? a.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  opt.threads = fast_threads(a);
   const fast::ModelWeightsF F =
       fast::convert_weights(m.weights, m.config, fast::weight_type_from_string(a.fast_weights));
   const arma::fmat logits =
@@ -128,9 +134,7 @@ int run(const RunArgs& a) {
     fmt::print("{}\n", describe_conventions(c));
     if (a.fast)
       fmt::print("fast path (float32 arithmetic, {} weights, absorbed attention, {} threads); tokens: {}\n",
-                 a.fast_weights,
-                 a.threads > 0 ? a.threads : static_cast<int>(std::thread::hardware_concurrency()),
-                 fmt::join(tokens, ","));
+                 a.fast_weights, fast_threads(a), fmt::join(tokens, ","));
     else
       fmt::print("attention form: {}; tokens: {}\n", a.run.attn, fmt::join(tokens, ","));
   }
