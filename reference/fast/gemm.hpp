@@ -3,8 +3,8 @@
 //
 // Layout. W [M, K] (out, in) is packed once into panels of MR = 32 rows: panel p holds rows
 // p*MR .. p*MR+MR-1 as K consecutive groups of MR weights (W(p*MR + r, k) at k*MR + r), the last
-// panel padded with zero rows; each weight a float32 or a bfloat16 (WeightType below). X [K, N] and Y [M, N] are column-major with one token per column,
-// as everywhere in dsr1.
+// panel padded with zero rows; each weight a float32 or a bfloat16 (WeightType below).
+// X [K, N] and Y [M, N] are column-major with one token per column, as everywhere in dsr1.
 //
 // Blocking. X is first copied, once per product and in parallel, into panels of NR = 8 columns
 // (X(k, j) at (j / NR) * K * NR + k * NR + j % NR); a single column is read in place. A task
