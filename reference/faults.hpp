@@ -2,6 +2,8 @@
 // Leaves out: nothing; these exist only so the conformance suite can prove that `dsr1 compare`
 // catches each mistake and names the first stage it affects. Every flag is false in a normal
 // run, and each code path that reads a flag is marked "conformance fault" at its use.
+// Project-wide: it sits beside the layer folders because io/ (FP8 scales), deepseek/ (RoPE, MLA,
+// routing, the model) and cli/ all read it; it includes nothing.
 #pragma once
 
 namespace dsr1 {

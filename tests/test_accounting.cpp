@@ -5,9 +5,9 @@
 #include <cmath>
 #include <cstdint>
 
-#include "reference/accounting.hpp"
-#include "reference/config.hpp"
-#include "reference/loader.hpp"
+#include "reference/tools/accounting.hpp"
+#include "reference/deepseek/config.hpp"
+#include "reference/deepseek/loader.hpp"
 
 using dsr1::count_params;
 using dsr1::preset;

@@ -1,4 +1,4 @@
-// Load balancing (reference/balance.hpp): hand-computed V2 losses, the V3 sequence-wise loss, the
+// Load balancing (reference/deepseek/balance.hpp): hand-computed V2 losses, the V3 sequence-wise loss, the
 // bias update, and the property that a perfectly even spread gives L = alpha.
 //
 // Why even routing gives L = alpha: sum_i load_i = K T, so f_i = N_r/(K T) * load_i has mean 1,
@@ -11,8 +11,8 @@
 #include <cmath>
 #include <string>
 
-#include "reference/balance.hpp"
-#include "reference/router.hpp"
+#include "reference/deepseek/balance.hpp"
+#include "reference/deepseek/router.hpp"
 #include "tests/support/check.hpp"
 
 using namespace dsr1::ref;

@@ -1,4 +1,4 @@
-// The blocked and online softmax-weighted sums of reference/blocked_softmax.hpp (the algebra
+// The blocked and online softmax-weighted sums of reference/deepseek/blocked_softmax.hpp (the algebra
 // behind the fast path's attention): the worked example of golden/fast/blocked_softmax.json,
 // computed independently by golden/fast/compute_goldens.py, and properties on random scores.
 //
@@ -12,8 +12,8 @@
 #include <string>
 #include <vector>
 
-#include "reference/blocked_softmax.hpp"
-#include "reference/golden_json.hpp"
+#include "reference/deepseek/blocked_softmax.hpp"
+#include "reference/io/golden_json.hpp"
 #include "tests/support/check.hpp"
 #include "tests/support/tolerances.hpp"
 

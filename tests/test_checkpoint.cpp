@@ -10,11 +10,11 @@
 #include <iterator>
 #include <string>
 
-#include "reference/checkpoint.hpp"
-#include "reference/config.hpp"
-#include "reference/generator.hpp"
-#include "reference/loader.hpp"
-#include "reference/safetensors.hpp"
+#include "reference/io/checkpoint.hpp"
+#include "reference/deepseek/config.hpp"
+#include "reference/io/generator.hpp"
+#include "reference/deepseek/loader.hpp"
+#include "reference/io/safetensors.hpp"
 #include "tests/support/check.hpp"
 
 namespace fs = std::filesystem;

@@ -8,9 +8,9 @@
 #include <filesystem>
 #include <string>
 
-#include "reference/compare.hpp"
-#include "reference/npy.hpp"
-#include "reference/safetensors.hpp"
+#include "reference/tools/compare.hpp"
+#include "reference/io/npy.hpp"
+#include "reference/io/safetensors.hpp"
 
 namespace fs = std::filesystem;
 using namespace dsr1;

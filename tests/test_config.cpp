@@ -6,7 +6,7 @@
 #include <functional>
 #include <string>
 
-#include "reference/config.hpp"
+#include "reference/deepseek/config.hpp"
 
 using dsr1::Config;
 

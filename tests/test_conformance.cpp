@@ -9,9 +9,9 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
-#include "reference/compare.hpp"
-#include "reference/golden_set.hpp"
-#include "reference/loader.hpp"
+#include "reference/tools/compare.hpp"
+#include "reference/tools/golden_set.hpp"
+#include "reference/deepseek/loader.hpp"
 
 namespace fs = std::filesystem;
 using namespace dsr1;

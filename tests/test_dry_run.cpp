@@ -5,10 +5,10 @@
 #include <chrono>
 #include <set>
 
-#include "reference/accounting.hpp"
-#include "reference/config.hpp"
-#include "reference/dry_run.hpp"
-#include "reference/trace.hpp"
+#include "reference/tools/accounting.hpp"
+#include "reference/deepseek/config.hpp"
+#include "reference/tools/dry_run.hpp"
+#include "reference/trace/trace.hpp"
 
 using dsr1::DryRunOptions;
 using dsr1::RecordingTracer;

@@ -22,11 +22,11 @@
 #include <string>
 #include <vector>
 
-#include "reference/compare.hpp"
+#include "reference/tools/compare.hpp"
 #include "reference/fast/model.hpp"
 #include "reference/fast/weights.hpp"
-#include "reference/loader.hpp"
-#include "reference/trace.hpp"
+#include "reference/deepseek/loader.hpp"
+#include "reference/trace/trace.hpp"
 
 namespace fs = std::filesystem;
 using namespace dsr1;

@@ -11,7 +11,7 @@
 #include "reference/fast/gemm.hpp"
 #include "reference/fast/model.hpp"
 #include "reference/fast/softmax.hpp"
-#include "reference/safetensors.hpp"
+#include "reference/io/safetensors.hpp"
 #include "tests/support/check.hpp"
 
 using namespace dsr1;

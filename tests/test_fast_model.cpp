@@ -20,11 +20,11 @@
 #include <cstring>
 #include <random>
 
-#include "reference/config.hpp"
+#include "reference/deepseek/config.hpp"
 #include "reference/fast/model.hpp"
 #include "reference/fast/weights.hpp"
-#include "reference/loader.hpp"
-#include "reference/model.hpp"
+#include "reference/deepseek/loader.hpp"
+#include "reference/deepseek/model.hpp"
 #include "tests/support/check.hpp"
 
 using namespace dsr1;

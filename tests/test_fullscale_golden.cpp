@@ -12,16 +12,16 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
-#include "reference/compare.hpp"
+#include "reference/tools/compare.hpp"
 #include "reference/fast/mla.hpp"
 #include "reference/fast/moe.hpp"
 #include "reference/fast/router.hpp"
 #include "reference/fast/weights.hpp"
-#include "reference/fullscale.hpp"
-#include "reference/generator.hpp"
-#include "reference/loader.hpp"
-#include "reference/moe.hpp"
-#include "reference/safetensors.hpp"
+#include "reference/tools/fullscale.hpp"
+#include "reference/io/generator.hpp"
+#include "reference/deepseek/loader.hpp"
+#include "reference/deepseek/moe.hpp"
+#include "reference/io/safetensors.hpp"
 #include "tests/support/check.hpp"
 #include "tests/support/tolerances.hpp"
 

@@ -9,10 +9,10 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
-#include "reference/compare.hpp"
-#include "reference/golden_set.hpp"
-#include "reference/loader.hpp"
-#include "reference/safetensors.hpp"
+#include "reference/tools/compare.hpp"
+#include "reference/tools/golden_set.hpp"
+#include "reference/deepseek/loader.hpp"
+#include "reference/io/safetensors.hpp"
 #include "tests/support/check.hpp"
 #include "tests/support/tolerances.hpp"
 

@@ -3,13 +3,13 @@
 #include <doctest/doctest.h>
 #include <fmt/format.h>
 
-#include "reference/config.hpp"
-#include "reference/golden_json.hpp"
-#include "reference/kv_cache.hpp"
-#include "reference/loader.hpp"
-#include "reference/mla.hpp"
-#include "reference/rmsnorm.hpp"
-#include "reference/rope.hpp"
+#include "reference/deepseek/config.hpp"
+#include "reference/io/golden_json.hpp"
+#include "reference/deepseek/kv_cache.hpp"
+#include "reference/deepseek/loader.hpp"
+#include "reference/deepseek/mla.hpp"
+#include "reference/deepseek/rmsnorm.hpp"
+#include "reference/deepseek/rope.hpp"
 #include "tests/support/check.hpp"
 #include "tests/support/mla_case.hpp"
 

@@ -7,8 +7,8 @@
 #include <limits>
 #include <set>
 
-#include "reference/loader.hpp"
-#include "reference/model.hpp"
+#include "reference/deepseek/loader.hpp"
+#include "reference/deepseek/model.hpp"
 #include "tests/support/check.hpp"
 
 using namespace dsr1;

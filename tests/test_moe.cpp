@@ -1,4 +1,4 @@
-// SwiGLU FFN (reference/ffn.hpp) and the MoE block (reference/moe.hpp): hand arithmetic for the
+// SwiGLU FFN (reference/deepseek/ffn.hpp) and the MoE block (reference/deepseek/moe.hpp): hand arithmetic for the
 // FFN, and the MoE output against sums of single experts computed separately.
 #include <doctest/doctest.h>
 
@@ -6,8 +6,8 @@
 #include <string>
 #include <vector>
 
-#include "reference/ffn.hpp"
-#include "reference/moe.hpp"
+#include "reference/deepseek/ffn.hpp"
+#include "reference/deepseek/moe.hpp"
 #include "tests/support/check.hpp"
 
 using dsr1::Config;

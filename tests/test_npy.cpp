@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "reference/npy.hpp"
+#include "reference/io/npy.hpp"
 
 namespace fs = std::filesystem;
 using dsr1::npy::Array;

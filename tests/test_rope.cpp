@@ -5,9 +5,9 @@
 #include <cmath>
 #include <numbers>
 
-#include "reference/config.hpp"
-#include "reference/golden_json.hpp"
-#include "reference/rope.hpp"
+#include "reference/deepseek/config.hpp"
+#include "reference/io/golden_json.hpp"
+#include "reference/deepseek/rope.hpp"
 #include "tests/support/check.hpp"
 
 using namespace dsr1;

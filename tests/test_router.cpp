@@ -1,4 +1,4 @@
-// The router (reference/router.hpp): hand-computed cases for greedy, group_limited_greedy and
+// The router (reference/deepseek/router.hpp): hand-computed cases for greedy, group_limited_greedy and
 // noaux_tc, ties, the -inf mask, the weights' normalisation and scaling, and every router fault.
 //
 // Most cases use W_g = identity (d = N_r), so the logits ell are exactly the token x and the
@@ -12,8 +12,8 @@
 #include <string>
 #include <vector>
 
-#include "reference/golden_json.hpp"
-#include "reference/router.hpp"
+#include "reference/io/golden_json.hpp"
+#include "reference/deepseek/router.hpp"
 #include "tests/support/check.hpp"
 
 using dsr1::Config;

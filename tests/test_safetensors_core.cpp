@@ -4,7 +4,7 @@
 #include <cmath>
 #include <filesystem>
 
-#include "reference/safetensors.hpp"
+#include "reference/io/safetensors.hpp"
 
 namespace st = dsr1::safetensors;
 

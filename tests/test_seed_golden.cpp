@@ -7,15 +7,15 @@
 #include <string>
 #include <vector>
 
-#include "reference/aggregator.hpp"
-#include "reference/attention.hpp"
-#include "reference/ffn_gelu.hpp"
-#include "reference/golden_json.hpp"
-#include "reference/residual.hpp"
-#include "reference/rmsnorm.hpp"
-#include "reference/seed_compression.hpp"
-#include "reference/seed_kv_cache.hpp"
-#include "reference/seed_router.hpp"
+#include "reference/explainer/aggregator.hpp"
+#include "reference/explainer/attention.hpp"
+#include "reference/explainer/ffn_gelu.hpp"
+#include "reference/io/golden_json.hpp"
+#include "reference/deepseek/residual.hpp"
+#include "reference/deepseek/rmsnorm.hpp"
+#include "reference/explainer/compression.hpp"
+#include "reference/explainer/kv_cache.hpp"
+#include "reference/explainer/router.hpp"
 #include "tests/support/check.hpp"
 
 using dsr1::GoldenFile;

@@ -5,14 +5,14 @@
 #include <cmath>
 #include <vector>
 
-#include "reference/aggregator.hpp"
-#include "reference/attention.hpp"
-#include "reference/golden_json.hpp"
-#include "reference/rmsnorm.hpp"
-#include "reference/seed_kv_cache.hpp"
-#include "reference/seed_router.hpp"
-#include "reference/softmax.hpp"
-#include "reference/trace_outputs.hpp"
+#include "reference/explainer/aggregator.hpp"
+#include "reference/explainer/attention.hpp"
+#include "reference/io/golden_json.hpp"
+#include "reference/deepseek/rmsnorm.hpp"
+#include "reference/explainer/kv_cache.hpp"
+#include "reference/explainer/router.hpp"
+#include "reference/deepseek/softmax.hpp"
+#include "reference/trace/trace_outputs.hpp"
 #include "tests/support/check.hpp"
 
 using dsr1::test::check_close;

@@ -1,7 +1,7 @@
 // The tracer core: names, scopes, glob filters, shapes on disk.
 #include <doctest/doctest.h>
 
-#include "reference/trace.hpp"
+#include "reference/trace/trace.hpp"
 
 using dsr1::glob_match;
 

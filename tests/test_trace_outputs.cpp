@@ -7,8 +7,8 @@
 #include <limits>
 #include <string>
 
-#include "reference/safetensors.hpp"
-#include "reference/trace_outputs.hpp"
+#include "reference/io/safetensors.hpp"
+#include "reference/trace/trace_outputs.hpp"
 
 using dsr1::TensorView;
 

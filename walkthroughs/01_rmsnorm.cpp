@@ -1,6 +1,6 @@
 // Walkthrough of the explainer's §1.1: RMSNorm of one token h = [2, -2, 1, 1].
-// Numbers: golden/seed/rmsnorm.json. Formula: reference/rmsnorm.hpp (ref::rmsnorm).
-#include "reference/rmsnorm.hpp"
+// Numbers: golden/seed/rmsnorm.json. Formula: reference/deepseek/rmsnorm.hpp (ref::rmsnorm).
+#include "reference/deepseek/rmsnorm.hpp"
 #include "walkthroughs/walkthrough.hpp"
 
 namespace dsr1::walk {

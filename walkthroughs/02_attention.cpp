@@ -1,7 +1,7 @@
 // Walkthrough of the explainer's §1.2: two-head attention on two tokens (D = 4, d_k = 2), finished
 // with the same inputs for the causal and the bidirectional reading.
-// Numbers: golden/seed/attention_two_head.json. Formulas: reference/attention.hpp.
-#include "reference/attention.hpp"
+// Numbers: golden/seed/attention_two_head.json. Formulas: reference/explainer/attention.hpp.
+#include "reference/explainer/attention.hpp"
 #include "walkthroughs/walkthrough.hpp"
 
 namespace dsr1::walk {

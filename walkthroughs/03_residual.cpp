@@ -1,8 +1,8 @@
 // Walkthrough of the explainer's §1.3: the residual connection h_t^(after attn) = h_t + u_t, on the
 // attention output of §1.2 (causal reading).
-// Numbers: golden/seed/attention_two_head.json. Formulas: reference/residual.hpp, attention.hpp.
-#include "reference/attention.hpp"
-#include "reference/residual.hpp"
+// Numbers: golden/seed/attention_two_head.json. Formulas: reference/deepseek/residual.hpp, reference/explainer/attention.hpp.
+#include "reference/explainer/attention.hpp"
+#include "reference/deepseek/residual.hpp"
 #include "walkthroughs/walkthrough.hpp"
 
 namespace dsr1::walk {

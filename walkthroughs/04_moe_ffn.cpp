@@ -1,9 +1,9 @@
 // Walkthrough of the explainer's §1.4: the conventional FFN with GELU, and the MoE feed-forward
 // 0.7 * E1(h) + 0.3 * E2(h) with expert 3 dormant, then the residual h' = h + f.
-// Numbers: golden/seed/moe_gating.json. Formulas: reference/ffn_gelu.hpp, aggregator.hpp.
-#include "reference/aggregator.hpp"
-#include "reference/ffn_gelu.hpp"
-#include "reference/residual.hpp"
+// Numbers: golden/seed/moe_gating.json. Formulas: reference/explainer/ffn_gelu.hpp, aggregator.hpp.
+#include "reference/explainer/aggregator.hpp"
+#include "reference/explainer/ffn_gelu.hpp"
+#include "reference/deepseek/residual.hpp"
 #include "walkthroughs/walkthrough.hpp"
 
 namespace dsr1::walk {

@@ -1,6 +1,6 @@
 // Walkthrough of the explainer's §2.1: the softmax top-k router on r_t = [3.4, 1.1, 2.2], k = 2.
-// Numbers: golden/seed/router.json. Formulas: reference/seed_router.hpp (ref::seed_router_gates).
-#include "reference/seed_router.hpp"
+// Numbers: golden/seed/router.json. Formulas: reference/explainer/router.hpp (ref::seed_router_gates).
+#include "reference/explainer/router.hpp"
 #include "walkthroughs/walkthrough.hpp"
 
 namespace dsr1::walk {

@@ -1,9 +1,9 @@
 // Walkthrough of the explainer's §2.2 and §2.3: the router of §2.1 picks experts for a token, only
 // those experts run, and the aggregator merges their outputs f_t = sum_{r in Top-k} g_{t,r} FFN_r(h_t).
-// Numbers: golden/seed/router.json and moe_gating.json (f_router). Formulas: seed_router.hpp,
-// aggregator.hpp, ffn_gelu.hpp.
-#include "reference/aggregator.hpp"
-#include "reference/seed_router.hpp"
+// Numbers: golden/seed/router.json and moe_gating.json (f_router). Formulas: reference/explainer/router.hpp,
+// reference/explainer/aggregator.hpp, reference/explainer/ffn_gelu.hpp.
+#include "reference/explainer/aggregator.hpp"
+#include "reference/explainer/router.hpp"
 #include "walkthroughs/walkthrough.hpp"
 
 namespace dsr1::walk {

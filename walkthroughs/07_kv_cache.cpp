@@ -1,7 +1,7 @@
 // Walkthrough of the explainer's §2.4: the KV cache. Three tokens are decoded one at a time; each
 // appends k_t = W^K h_t and v_t = W^V h_t and attends with q_t over everything cached so far.
-// Numbers: golden/seed/kv_cache.json (our small numbers). Formulas: reference/seed_kv_cache.hpp.
-#include "reference/seed_kv_cache.hpp"
+// Numbers: golden/seed/kv_cache.json (our small numbers). Formulas: reference/explainer/kv_cache.hpp.
+#include "reference/explainer/kv_cache.hpp"
 #include "walkthroughs/walkthrough.hpp"
 
 namespace dsr1::walk {

@@ -1,8 +1,8 @@
 // Walkthrough of the explainer's §2.5: compressing keys and values by a projection, as the document
 // describes it (k~ = W_k^compress k, v~ = W_v^compress v), on the two tokens of §1.2.
-// This is NOT how MLA works (docs/errata.md, spec §15.4); the real MLA is in reference/mla.hpp.
-// Numbers: golden/seed/compression.json. Formulas: reference/seed_compression.hpp.
-#include "reference/seed_compression.hpp"
+// This is NOT how MLA works (docs/errata.md, spec §15.4); the real MLA is in reference/deepseek/mla.hpp.
+// Numbers: golden/seed/compression.json. Formulas: reference/explainer/compression.hpp.
+#include "reference/explainer/compression.hpp"
 #include "walkthroughs/walkthrough.hpp"
 
 namespace dsr1::walk {

@@ -14,9 +14,9 @@
 #include <numbers>
 #include <string>
 
-#include "reference/config.hpp"
-#include "reference/rope.hpp"
-#include "reference/trace_outputs.hpp"
+#include "reference/deepseek/config.hpp"
+#include "reference/deepseek/rope.hpp"
+#include "reference/trace/trace_outputs.hpp"
 #include "walkthroughs/walkthrough.hpp"
 
 using namespace dsr1;

@@ -4,7 +4,7 @@
 // Leaves out: running the experts (tests/test_moe.cpp) and load balancing (docs/load-balancing.md).
 //
 // Numbers: golden/router/v3_routing.json (derived with NumPy by golden/router/compute_goldens.py;
-// tests/test_router.cpp checks reference/router.cpp against it).
+// tests/test_router.cpp checks reference/deepseek/router.cpp against it).
 //
 //   12_v3_routing                      all steps
 //   12_v3_routing --step               pause for Enter between steps
@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "reference/router.hpp"
+#include "reference/deepseek/router.hpp"
 #include "walkthroughs/walkthrough.hpp"
 
 namespace dsr1::walk {

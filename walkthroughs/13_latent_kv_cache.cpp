@@ -12,11 +12,11 @@
 
 #include <string>
 
-#include "reference/config.hpp"
-#include "reference/golden_json.hpp"
-#include "reference/kv_cache.hpp"
-#include "reference/mla.hpp"
-#include "reference/trace_outputs.hpp"
+#include "reference/deepseek/config.hpp"
+#include "reference/io/golden_json.hpp"
+#include "reference/deepseek/kv_cache.hpp"
+#include "reference/deepseek/mla.hpp"
+#include "reference/trace/trace_outputs.hpp"
 #include "walkthroughs/mla_hand_case.hpp"
 #include "walkthroughs/walkthrough.hpp"
 

@@ -14,8 +14,8 @@
 #include <string>
 #include <vector>
 
-#include "reference/blocked_softmax.hpp"
-#include "reference/golden_json.hpp"
+#include "reference/deepseek/blocked_softmax.hpp"
+#include "reference/io/golden_json.hpp"
 #include "walkthroughs/walkthrough.hpp"
 
 using namespace dsr1;

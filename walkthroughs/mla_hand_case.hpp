@@ -6,9 +6,9 @@
 #include <cstdint>
 #include <string>
 
-#include "reference/config.hpp"
-#include "reference/golden_json.hpp"
-#include "reference/weights.hpp"
+#include "reference/deepseek/config.hpp"
+#include "reference/io/golden_json.hpp"
+#include "reference/deepseek/weights.hpp"
 
 namespace dsr1::walk {
 

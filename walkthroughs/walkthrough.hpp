@@ -23,9 +23,9 @@
 #include <string_view>
 #include <vector>
 
-#include "reference/golden_json.hpp"
-#include "reference/trace.hpp"
-#include "reference/trace_outputs.hpp"
+#include "reference/io/golden_json.hpp"
+#include "reference/trace/trace.hpp"
+#include "reference/trace/trace_outputs.hpp"
 
 namespace dsr1::walk {
 

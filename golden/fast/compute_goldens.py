@@ -3,7 +3,7 @@
 directly, by blocks merged afterwards (the fast path's decode), and online block by block (the
 fast path's prefill), with and without masked keys, independently of the C++ code.
 
-Plain Python `math` in double precision, from the formulas of reference/blocked_softmax.hpp:
+Plain Python `math` in double precision, from the formulas of reference/deepseek/blocked_softmax.hpp:
   direct   p_j = exp(s_j - M) / sum_k exp(s_k - M);  z = sum_j p_j c_j
   block    m_b = max s_j, l_b = sum exp(s_j - m_b), z_b = sum exp(s_j - m_b) c_j
   merge    m = max m_b, w_b = exp(m_b - m), z = sum w_b z_b / sum w_b l_b

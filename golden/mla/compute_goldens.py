@@ -84,7 +84,7 @@ def token_steps(x, pos):
 def attend(query, keys, q_pos, key_positions):
     """Paper form: score_j = s_eff [q_nope; q_rope]·[k_nope; k_rope]_j for visible j, softmax,
     o = sum_j p_j v_j, u = W_O o. The softmax is written as p_j = 1 / sum_l exp(s_l - s_j)
-    (no max subtraction, no shared code with reference/softmax.hpp)."""
+    (no max subtraction, no shared code with reference/deepseek/softmax.hpp)."""
     scores = []
     for key, kp in zip(keys, key_positions):
         if kp <= q_pos:  # spec §4.4: key visible iff its position <= the query's

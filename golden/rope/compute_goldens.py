@@ -9,7 +9,7 @@ Plain Python `math` in double precision, from the closed forms of the spec:
   θ'_i = θ_i / factor · (1 - keep_i) + θ_i · keep_i
   mscale(f, m) = 1 if f <= 1 else 0.1 m ln f + 1;  s_eff = (d_nope + d_rope)^(-1/2) mscale(f, m_all)^2
 The rotation uses the complex-number form of model.py (x[2i] + i x[2i+1]) * e^{i pos θ'_i} with
-Python's `cmath`, not the cos/sin formula of reference/rope.cpp.
+Python's `cmath`, not the cos/sin formula of reference/deepseek/rope.cpp.
 
 Run:  python3 golden/rope/compute_goldens.py        (rewrites the JSON files next to it)
 """

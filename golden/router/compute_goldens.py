@@ -4,7 +4,7 @@ selection only, groups ranked by top-2 sums, -inf mask, renormalise, x2.5), the 
 each router conformance fault, and under the V2 rules (softmax, groups ranked by max, x16, no
 renormalisation), computed independently of the C++ code.
 
-NumPy in float64, written from spec §7 rather than from reference/router.cpp:
+NumPy in float64, written from spec §7 rather than from reference/deepseek/router.cpp:
   ell = W_g x;  V3: s = 1 / (1 + exp(-ell)), s_tilde = s + b;  V2: s = exp(ell) / sum exp(ell)
   group score: V3 sum of the two largest s_tilde of the group, V2 the largest s
   keep the topk_group best groups; other experts get -inf; experts = the K largest

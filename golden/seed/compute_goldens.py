@@ -6,7 +6,7 @@ Every expected value here comes from a closed form written out below (plain Pyth
 double precision), not from the C++ reference:
   * a two-entry softmax is a sigmoid of the score difference: softmax([a, b]) =
     [sigmoid(a - b), sigmoid(b - a)], so no max-subtraction or exp/sum loop is shared with
-    reference/softmax.hpp;
+    reference/deepseek/softmax.hpp;
   * a three-entry softmax is written as p_i = 1 / sum_j exp(r_j - r_i);
   * GELU is 0.5 * x * (1 + erf(x / sqrt(2))) with math.erf.
 The "check" field of each file repeats the derivation in words, so a reader can redo it by hand.

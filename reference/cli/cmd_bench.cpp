@@ -22,8 +22,8 @@
 #include "reference/fast/bench.hpp"
 #include "reference/fast/model.hpp"
 #include "reference/fast/weights.hpp"
-#include "reference/loader.hpp"
-#include "reference/model.hpp"
+#include "reference/deepseek/loader.hpp"
+#include "reference/deepseek/model.hpp"
 
 // OpenBLAS extensions, declared weak so that the program still links against another BLAS.
 extern "C" {

@@ -1,5 +1,5 @@
 // `dsr1 compare REFERENCE CANDIDATE`: names the first stage where a candidate's tensors leave
-// the reference's (reference/compare.hpp; docs/validating.md).
+// the reference's (reference/tools/compare.hpp; docs/validating.md).
 #include <fmt/format.h>
 
 #include <cstdio>
@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "reference/cli/command.hpp"
-#include "reference/compare.hpp"
+#include "reference/tools/compare.hpp"
 
 namespace dsr1::cli {
 namespace {

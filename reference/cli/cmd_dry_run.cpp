@@ -1,5 +1,5 @@
 // dsr1 dry-run: every traced stage of the full-scale model with its shape, FLOPs and bytes,
-// without allocating any weight (reference/dry_run.hpp).
+// without allocating any weight (reference/tools/dry_run.hpp).
 #include <fmt/format.h>
 
 #include <filesystem>
@@ -7,9 +7,9 @@
 
 #include "reference/cli/command.hpp"
 #include "reference/cli/model_source.hpp"
-#include "reference/config.hpp"
-#include "reference/dry_run.hpp"
-#include "reference/trace_outputs.hpp"
+#include "reference/deepseek/config.hpp"
+#include "reference/tools/dry_run.hpp"
+#include "reference/trace/trace_outputs.hpp"
 
 namespace dsr1::cli {
 namespace {

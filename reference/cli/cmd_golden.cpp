@@ -1,4 +1,4 @@
-// `dsr1 golden`: writes a golden set (reference/golden_set.hpp).
+// `dsr1 golden`: writes a golden set (reference/tools/golden_set.hpp).
 #include <fmt/format.h>
 
 #include <cstdint>
@@ -7,8 +7,8 @@
 #include <vector>
 
 #include "reference/cli/command.hpp"
-#include "reference/config.hpp"
-#include "reference/golden_set.hpp"
+#include "reference/deepseek/config.hpp"
+#include "reference/tools/golden_set.hpp"
 
 namespace dsr1::cli {
 namespace {

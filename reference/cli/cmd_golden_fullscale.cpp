@@ -1,4 +1,4 @@
-// `dsr1 golden-fullscale`: writes a full-scale golden set (reference/fullscale.hpp): one MLA and
+// `dsr1 golden-fullscale`: writes a full-scale golden set (reference/tools/fullscale.hpp): one MLA and
 // one MoE layer at the real dimensions, inputs and outputs only, weights from the generator.
 #include <fmt/format.h>
 
@@ -6,8 +6,8 @@
 #include <string>
 
 #include "reference/cli/command.hpp"
-#include "reference/config.hpp"
-#include "reference/fullscale.hpp"
+#include "reference/deepseek/config.hpp"
+#include "reference/tools/fullscale.hpp"
 
 namespace dsr1::cli {
 namespace {

@@ -1,16 +1,16 @@
 // dsr1 info: parameters (total and activated, per component), KV-cache bytes and FLOPs per
-// token of a model, computed from its config alone (reference/accounting.hpp).
+// token of a model, computed from its config alone (reference/tools/accounting.hpp).
 #include <fmt/format.h>
 
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
-#include "reference/accounting.hpp"
-#include "reference/checkpoint.hpp"
+#include "reference/tools/accounting.hpp"
+#include "reference/io/checkpoint.hpp"
 #include "reference/cli/command.hpp"
 #include "reference/cli/model_source.hpp"
-#include "reference/config.hpp"
-#include "reference/loader.hpp"
+#include "reference/deepseek/config.hpp"
+#include "reference/deepseek/loader.hpp"
 
 namespace dsr1::cli {
 namespace {

@@ -7,8 +7,8 @@
 
 #include "reference/cli/command.hpp"
 #include "reference/cli/model_source.hpp"
-#include "reference/loader.hpp"
-#include "reference/safetensors.hpp"
+#include "reference/deepseek/loader.hpp"
+#include "reference/io/safetensors.hpp"
 
 namespace dsr1::cli {
 namespace {

@@ -10,8 +10,8 @@
 #include "reference/cli/model_source.hpp"
 #include "reference/fast/model.hpp"
 #include "reference/fast/weights.hpp"
-#include "reference/model.hpp"
-#include "reference/trace_outputs.hpp"
+#include "reference/deepseek/model.hpp"
+#include "reference/trace/trace_outputs.hpp"
 
 namespace dsr1::cli {
 namespace {

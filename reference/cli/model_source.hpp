@@ -9,11 +9,11 @@
 #include <string>
 #include <vector>
 
-#include "reference/config.hpp"
+#include "reference/deepseek/config.hpp"
 #include "reference/faults.hpp"
-#include "reference/loader.hpp"
-#include "reference/mla.hpp"
-#include "reference/model.hpp"
+#include "reference/deepseek/loader.hpp"
+#include "reference/deepseek/mla.hpp"
+#include "reference/deepseek/model.hpp"
 
 namespace dsr1::cli {
 

@@ -6,7 +6,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "reference/config.hpp"
+#include "reference/deepseek/config.hpp"
 
 namespace dsr1::fast {
 

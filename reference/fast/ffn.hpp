@@ -1,4 +1,4 @@
-// The SwiGLU feed-forward network in float32; mirrors reference/ffn.hpp (ref::swiglu_ffn).
+// The SwiGLU feed-forward network in float32; mirrors reference/deepseek/ffn.hpp (ref::swiglu_ffn).
 // Leaves out: routing (router.hpp, moe.hpp).
 #pragma once
 
@@ -7,7 +7,7 @@
 
 #include "reference/fast/options.hpp"
 #include "reference/fast/weights.hpp"
-#include "reference/trace.hpp"
+#include "reference/trace/trace.hpp"
 
 namespace dsr1::fast {
 

@@ -9,7 +9,7 @@
 #include <type_traits>
 
 #include "reference/fast/thread_pool.hpp"
-#include "reference/safetensors.hpp"
+#include "reference/io/safetensors.hpp"
 
 namespace dsr1::fast {
 namespace {

@@ -1,4 +1,4 @@
-// The float32 latent KV cache of one MLA layer for the fast path; mirrors reference/kv_cache.hpp.
+// The float32 latent KV cache of one MLA layer for the fast path; mirrors reference/deepseek/kv_cache.hpp.
 // Leaves out: paging and quantisation; one contiguous buffer per layer.
 //
 // Layout: token-major, one row of D = r_kv + d_rope floats per cached token:

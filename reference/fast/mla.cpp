@@ -13,7 +13,7 @@
 #include "reference/fast/rope.hpp"
 #include "reference/fast/softmax.hpp"
 #include "reference/fast/thread_pool.hpp"
-#include "reference/rope.hpp"
+#include "reference/deepseek/rope.hpp"
 
 namespace dsr1::fast {
 namespace {

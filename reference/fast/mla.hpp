@@ -1,5 +1,5 @@
 // Multi-head Latent Attention in float32, absorbed form with flash-style blocked attention;
-// mirrors reference/mla.hpp (ref::mla_forward with AttnForm::Absorbed) and must match it.
+// mirrors reference/deepseek/mla.hpp (ref::mla_forward with AttnForm::Absorbed) and must match it.
 // Leaves out: the naive form, the half-split RoPE layout and the conformance faults.
 //
 // Per token (spec §4.3): q_tilde_{t,h} = W_UK_h^T q_nope_{t,h}; score(t,j,h) = s_eff (q_tilde ·
@@ -30,11 +30,11 @@
 #include <armadillo>
 #include <cstdint>
 
-#include "reference/config.hpp"
+#include "reference/deepseek/config.hpp"
 #include "reference/fast/kv_cache.hpp"
 #include "reference/fast/options.hpp"
 #include "reference/fast/weights.hpp"
-#include "reference/trace.hpp"
+#include "reference/trace/trace.hpp"
 
 namespace dsr1::fast {
 

@@ -1,5 +1,5 @@
 // The whole model on the fast path: embedding, L blocks, final norm, LM head, incremental decoding
-// with a float32 latent cache; mirrors reference/model.hpp (ref::forward, forward_incremental).
+// with a float32 latent cache; mirrors reference/deepseek/model.hpp (ref::forward, forward_incremental).
 // Leaves out: MTP, sampling, the naive attention form and the conformance faults.
 //
 //   h = E[token];  for l: h = h + MLA_l(RMSNorm_attn_l(h));  h = h + FFN_l(RMSNorm_ffn_l(h))
@@ -14,11 +14,11 @@
 #include <cstdint>
 #include <vector>
 
-#include "reference/config.hpp"
+#include "reference/deepseek/config.hpp"
 #include "reference/fast/kv_cache.hpp"
 #include "reference/fast/options.hpp"
 #include "reference/fast/weights.hpp"
-#include "reference/trace.hpp"
+#include "reference/trace/trace.hpp"
 
 namespace dsr1::fast {
 

@@ -1,4 +1,4 @@
-// The DeepSeekMoE block in float32 with tokens grouped per expert; mirrors reference/moe.hpp.
+// The DeepSeekMoE block in float32 with tokens grouped per expert; mirrors reference/deepseek/moe.hpp.
 // Leaves out: the residual (model.cpp) and the conformance faults.
 //
 // y_t = S(x_t) + sum_k g_{k,t} E_{i_{k,t}}(x_t)                              spec §6, §7
@@ -10,10 +10,10 @@
 
 #include <armadillo>
 
-#include "reference/config.hpp"
+#include "reference/deepseek/config.hpp"
 #include "reference/fast/options.hpp"
 #include "reference/fast/weights.hpp"
-#include "reference/trace.hpp"
+#include "reference/trace/trace.hpp"
 
 namespace dsr1::fast {
 

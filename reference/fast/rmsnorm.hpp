@@ -1,4 +1,4 @@
-// RMSNorm in float32 for the fast path; mirrors reference/rmsnorm.hpp (ref::rmsnorm).
+// RMSNorm in float32 for the fast path; mirrors reference/deepseek/rmsnorm.hpp (ref::rmsnorm).
 // Leaves out: nothing; the sum of squares is accumulated in double (it is O(n) per token, cheap).
 #pragma once
 

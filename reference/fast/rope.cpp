@@ -3,7 +3,7 @@
 
 #include <cmath>
 
-#include "reference/rope.hpp"
+#include "reference/deepseek/rope.hpp"
 
 namespace dsr1::fast {
 

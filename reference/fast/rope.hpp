@@ -1,4 +1,4 @@
-// RoPE (interleaved pairs, with YaRN's θ') in float32 for the fast path; mirrors reference/rope.hpp.
+// RoPE (interleaved pairs, with YaRN's θ') in float32 for the fast path; mirrors reference/deepseek/rope.hpp.
 // Leaves out: the half-split layout (the fast path runs the official interleaved convention only).
 //
 // The angle pos * θ'_i and its cos and sin are computed in double (as the reference does) and
@@ -8,7 +8,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "reference/config.hpp"
+#include "reference/deepseek/config.hpp"
 
 namespace dsr1::fast {
 

@@ -7,8 +7,8 @@
 #include <limits>
 #include <stdexcept>
 
-#include "reference/router.hpp"
-#include "reference/softmax.hpp"
+#include "reference/deepseek/router.hpp"
+#include "reference/deepseek/softmax.hpp"
 
 namespace dsr1::fast {
 

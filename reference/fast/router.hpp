@@ -1,4 +1,4 @@
-// The MoE router for the fast path; mirrors reference/router.hpp (ref::route).
+// The MoE router for the fast path; mirrors reference/deepseek/router.hpp (ref::route).
 // Leaves out: the conformance faults (the fast path runs the model as specified only).
 //
 // The logits ell = W_g x come from the float32 product; the rest (scores, bias, group limit,
@@ -10,10 +10,10 @@
 
 #include <armadillo>
 
-#include "reference/config.hpp"
+#include "reference/deepseek/config.hpp"
 #include "reference/fast/options.hpp"
 #include "reference/fast/weights.hpp"
-#include "reference/trace.hpp"
+#include "reference/trace/trace.hpp"
 
 namespace dsr1::fast {
 

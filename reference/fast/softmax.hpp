@@ -1,5 +1,5 @@
 // float32 exp, sigmoid and silu for the fast path, written so that GCC vectorises loops over them.
-// Leaves out: the double-precision definitions (reference/softmax.hpp), which these must match.
+// Leaves out: the double-precision definitions (reference/deepseek/softmax.hpp), which these must match.
 //
 // exp(x) = 2^n * exp(r) with n = round(x / ln 2) and r = x - n ln 2 (|r| <= ln2/2), exp(r) by a
 // degree-6 polynomial (the Cephes expf coefficients); the result is within 2 float32 ulps of

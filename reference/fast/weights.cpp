@@ -5,7 +5,7 @@
 
 #include <stdexcept>
 
-#include "reference/mla.hpp"
+#include "reference/deepseek/mla.hpp"
 
 namespace dsr1::fast {
 namespace {

@@ -1,5 +1,5 @@
 // The model's parameters for the fast path: packed for gemm.hpp, converted once from the
-// double-precision reference weights (reference/weights.hpp). Every packed matrix (each linear
+// double-precision reference weights (reference/deepseek/weights.hpp). Every packed matrix (each linear
 // map, the router and the LM head: nearly all the bytes) is stored as float32 or bfloat16
 // (WeightType, gemm.hpp); the embedding table and the RMSNorm weights stay float32, the gate
 // bias double (the reference's routing rules run in double).
@@ -18,9 +18,9 @@
 #include <optional>
 #include <vector>
 
-#include "reference/config.hpp"
+#include "reference/deepseek/config.hpp"
 #include "reference/fast/gemm.hpp"
-#include "reference/weights.hpp"
+#include "reference/deepseek/weights.hpp"
 
 namespace dsr1::fast {
 

@@ -6,8 +6,8 @@
 #include <cstdint>
 #include <string>
 
-#include "reference/config.hpp"
-#include "reference/weights.hpp"
+#include "reference/deepseek/config.hpp"
+#include "reference/deepseek/weights.hpp"
 
 namespace dsr1::test {
 

@@ -1,0 +1,555 @@
+#include "reference/deepseek/loader.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <stdexcept>
+
+#include "reference/io/generator.hpp"
+
+namespace dsr1 {
+
+namespace st = safetensors;
+using u64 = std::uint64_t;
+
+std::uint64_t CatalogueEntry::numel() const {
+  u64 n = 1;
+  for (auto s : shape) n *= s;
+  return n;
+}
+std::uint64_t CatalogueEntry::bytes() const { return numel() * st::dtype_size(dtype); }
+
+st::DType dtype_of_torch_dtype(const std::string& torch_dtype) {
+  if (torch_dtype == "bfloat16") return st::DType::BF16;
+  if (torch_dtype == "float16") return st::DType::F16;
+  if (torch_dtype == "float32") return st::DType::F32;
+  if (torch_dtype == "float64") return st::DType::F64;
+  throw std::invalid_argument(fmt::format(
+      "torch_dtype '{}': expected bfloat16, float16, float32 or float64", torch_dtype));
+}
+
+namespace {
+
+// What a tensor is, which decides its released dtype (spec §10).
+enum class Role {
+  Fp8Linear,  // attention and FFN linear weights: F8_E4M3 + scale in FP8 releases
+  Plain,      // embeddings, head, norms, router, MTP projections: torch_dtype (BF16)
+  Bias,       // e_score_correction_bias: F32
+};
+
+std::string layer_prefix(std::int64_t l) { return fmt::format("model.layers.{}.", l); }
+
+// Names of one decoder block's tensors relative to its layer prefix, with shapes.
+struct Item {
+  std::string name;
+  std::vector<u64> shape;
+  Role role;
+};
+
+std::vector<Item> block_items(const Config& c, bool is_moe) {
+  const u64 d = c.hidden_size, n_h = c.num_attention_heads, d_nope = c.qk_nope_head_dim,
+            d_rope = c.qk_rope_head_dim, d_v = c.v_head_dim, r_q = c.q_lora_rank,
+            r_kv = c.kv_lora_rank;
+  std::vector<Item> items;
+  items.push_back({"input_layernorm.weight", {d}, Role::Plain});
+  if (c.has_q_lora()) {
+    items.push_back({"self_attn.q_a_proj.weight", {r_q, d}, Role::Fp8Linear});
+    items.push_back({"self_attn.q_a_layernorm.weight", {r_q}, Role::Plain});
+    items.push_back({"self_attn.q_b_proj.weight", {n_h * (d_nope + d_rope), r_q}, Role::Fp8Linear});
+  } else {
+    items.push_back({"self_attn.q_proj.weight", {n_h * (d_nope + d_rope), d}, Role::Fp8Linear});
+  }
+  items.push_back({"self_attn.kv_a_proj_with_mqa.weight", {r_kv + d_rope, d}, Role::Fp8Linear});
+  items.push_back({"self_attn.kv_a_layernorm.weight", {r_kv}, Role::Plain});
+  items.push_back({"self_attn.kv_b_proj.weight", {n_h * (d_nope + d_v), r_kv}, Role::Fp8Linear});
+  items.push_back({"self_attn.o_proj.weight", {d, n_h * d_v}, Role::Fp8Linear});
+  items.push_back({"post_attention_layernorm.weight", {d}, Role::Plain});
+  auto ffn = [&](const std::string& p, u64 width) {
+    items.push_back({p + "gate_proj.weight", {width, d}, Role::Fp8Linear});
+    items.push_back({p + "up_proj.weight", {width, d}, Role::Fp8Linear});
+    items.push_back({p + "down_proj.weight", {d, width}, Role::Fp8Linear});
+  };
+  if (!is_moe) {
+    ffn("mlp.", static_cast<u64>(c.intermediate_size));
+    return items;
+  }
+  const u64 N_r = c.n_routed_experts;
+  items.push_back({"mlp.gate.weight", {N_r, d}, Role::Plain});
+  if (c.has_gate_bias()) items.push_back({"mlp.gate.e_score_correction_bias", {N_r}, Role::Bias});
+  for (u64 j = 0; j < N_r; ++j) ffn(fmt::format("mlp.experts.{}.", j), c.moe_intermediate_size);
+  if (c.n_shared_experts > 0)
+    ffn("mlp.shared_experts.", static_cast<u64>(c.n_shared_experts * c.moe_intermediate_size));
+  return items;
+}
+
+// The whole model as (name, shape, role), with the MTP layer when asked.
+std::vector<Item> model_items(const Config& c, bool with_mtp) {
+  const u64 d = c.hidden_size, V = c.vocab_size;
+  std::vector<Item> items;
+  items.push_back({"model.embed_tokens.weight", {V, d}, Role::Plain});
+  for (std::int64_t l = 0; l < c.num_hidden_layers; ++l)
+    for (auto& it : block_items(c, c.is_moe_layer(l)))
+      items.push_back({layer_prefix(l) + it.name, it.shape, it.role});
+  items.push_back({"model.norm.weight", {d}, Role::Plain});
+  if (!c.tie_word_embeddings) items.push_back({"lm_head.weight", {V, d}, Role::Plain});
+  if (with_mtp && c.num_nextn_predict_layers > 0) {
+    const std::string p = layer_prefix(c.num_hidden_layers);
+    items.push_back({p + "embed_tokens.weight", {V, d}, Role::Plain});
+    items.push_back({p + "enorm.weight", {d}, Role::Plain});
+    items.push_back({p + "hnorm.weight", {d}, Role::Plain});
+    items.push_back({p + "eh_proj.weight", {d, 2 * d}, Role::Plain});
+    for (auto& it : block_items(c, c.is_moe_layer(c.num_hidden_layers)))
+      items.push_back({p + it.name, it.shape, it.role});
+    items.push_back({p + "shared_head.norm.weight", {d}, Role::Plain});
+    items.push_back({p + "shared_head.head.weight", {V, d}, Role::Plain});
+  }
+  return items;
+}
+
+u64 ceil_div(u64 a, u64 b) { return (a + b - 1) / b; }
+
+std::string shape_str(const std::vector<u64>& s) { return fmt::format("[{}]", fmt::join(s, ", ")); }
+
+}  // namespace
+
+std::vector<CatalogueEntry> checkpoint_catalogue(const Config& cfg) {
+  const st::DType plain = dtype_of_torch_dtype(cfg.torch_dtype);
+  const st::DType bias = plain == st::DType::F64 ? st::DType::F64 : st::DType::F32;
+  const u64 B = static_cast<u64>(cfg.weight_block_size);
+  std::vector<CatalogueEntry> out;
+  for (const auto& it : model_items(cfg, true)) {
+    if (it.role == Role::Fp8Linear && cfg.fp8_weights) {
+      out.push_back({it.name, it.shape, st::DType::F8_E4M3});
+      out.push_back({scale_name(it.name), {ceil_div(it.shape[0], B), ceil_div(it.shape[1], B)},
+                     st::DType::F32});
+    } else {
+      out.push_back({it.name, it.shape, it.role == Role::Bias ? bias : plain});
+    }
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Loading
+
+namespace {
+
+class Reader {
+ public:
+  explicit Reader(const TensorSource& src) : src_(src) {}
+
+  // A tensor of exactly `shape`, values row-major.
+  TensorData get(const std::string& name, const std::vector<u64>& shape) const {
+    if (!src_.has(name))
+      throw std::runtime_error(fmt::format("{}: missing tensor '{}' (expected shape {})",
+                                           src_.describe(), name, shape_str(shape)));
+    const auto got = src_.shape(name);
+    if (got != shape)
+      throw std::runtime_error(fmt::format("{}: tensor '{}' has shape {}, expected {} from the config",
+                                           src_.describe(), name, shape_str(got), shape_str(shape)));
+    TensorData t = src_.read(name);
+    u64 n = 1;
+    for (auto s : shape) n *= s;
+    if (t.shape != shape || t.data.size() != n)
+      throw std::runtime_error(fmt::format("{}: tensor '{}' read back with shape {} and {} values, "
+                                           "expected {}",
+                                           src_.describe(), name, shape_str(t.shape), t.data.size(),
+                                           shape_str(shape)));
+    return t;
+  }
+
+  // A linear map [out, in]: the row-major buffer read column-major is W^T, so transpose once.
+  arma::mat matrix(const std::string& name, u64 out, u64 in) const {
+    TensorData t = get(name, {out, in});
+    const arma::mat Wt(t.data.data(), in, out, /*copy_aux_mem=*/false, /*strict=*/true);
+    return Wt.t();
+  }
+
+  arma::vec vector(const std::string& name, u64 n) const {
+    TensorData t = get(name, {n});
+    return arma::vec(t.data);
+  }
+
+  bool has(const std::string& name) const { return src_.has(name); }
+
+ private:
+  const TensorSource& src_;
+};
+
+FfnWeights load_ffn(const Reader& rd, const std::string& p, u64 d, u64 width) {
+  FfnWeights f;
+  f.W_gate = rd.matrix(p + "gate_proj.weight", width, d);
+  f.W_up = rd.matrix(p + "up_proj.weight", width, d);
+  f.W_down = rd.matrix(p + "down_proj.weight", d, width);
+  return f;
+}
+
+BlockWeights load_block(const Config& c, const Reader& rd, const std::string& p, bool is_moe) {
+  const u64 d = c.hidden_size, n_h = c.num_attention_heads, d_nope = c.qk_nope_head_dim,
+            d_rope = c.qk_rope_head_dim, d_v = c.v_head_dim, r_kv = c.kv_lora_rank;
+  BlockWeights b;
+  b.w_attn_norm = rd.vector(p + "input_layernorm.weight", d);
+  b.w_ffn_norm = rd.vector(p + "post_attention_layernorm.weight", d);
+  MlaWeights& a = b.attn;
+
+  // Query: q_b_proj (or q_proj) rows are head-major, [q_nope (d_nope) ; q_rope (d_rope)] per
+  // head (spec §4.2). W_UQ keeps the nope rows and W_QR the rope rows, heads stacked.
+  arma::mat Wq;  // [n_h*(d_nope+d_rope), r_q or d]
+  if (c.has_q_lora()) {
+    const u64 r_q = c.q_lora_rank;
+    a.W_DQ = rd.matrix(p + "self_attn.q_a_proj.weight", r_q, d);
+    a.w_q = rd.vector(p + "self_attn.q_a_layernorm.weight", r_q);
+    Wq = rd.matrix(p + "self_attn.q_b_proj.weight", n_h * (d_nope + d_rope), r_q);
+  } else {
+    Wq = rd.matrix(p + "self_attn.q_proj.weight", n_h * (d_nope + d_rope), d);
+  }
+  a.W_UQ.set_size(n_h * d_nope, Wq.n_cols);
+  a.W_QR.set_size(n_h * d_rope, Wq.n_cols);
+  for (u64 i = 0; i < n_h; ++i) {
+    const u64 head = i * (d_nope + d_rope);
+    a.W_UQ.rows(i * d_nope, (i + 1) * d_nope - 1) = Wq.rows(head, head + d_nope - 1);
+    a.W_QR.rows(i * d_rope, (i + 1) * d_rope - 1) = Wq.rows(head + d_nope, head + d_nope + d_rope - 1);
+  }
+
+  // kv_a_proj_with_mqa rows: [c_kv (r_kv) ; k_rope (d_rope)].
+  const arma::mat Wkv_a = rd.matrix(p + "self_attn.kv_a_proj_with_mqa.weight", r_kv + d_rope, d);
+  a.W_DKV = Wkv_a.rows(0, r_kv - 1);
+  a.W_KR = Wkv_a.rows(r_kv, r_kv + d_rope - 1);
+  a.w_kv = rd.vector(p + "self_attn.kv_a_layernorm.weight", r_kv);
+
+  // kv_b_proj rows: head-major, [k_nope (d_nope) ; v (d_v)] per head.
+  const arma::mat Wkv_b = rd.matrix(p + "self_attn.kv_b_proj.weight", n_h * (d_nope + d_v), r_kv);
+  a.W_UK.set_size(n_h * d_nope, r_kv);
+  a.W_UV.set_size(n_h * d_v, r_kv);
+  for (u64 i = 0; i < n_h; ++i) {
+    const u64 head = i * (d_nope + d_v);
+    a.W_UK.rows(i * d_nope, (i + 1) * d_nope - 1) = Wkv_b.rows(head, head + d_nope - 1);
+    a.W_UV.rows(i * d_v, (i + 1) * d_v - 1) = Wkv_b.rows(head + d_nope, head + d_nope + d_v - 1);
+  }
+  a.W_O = rd.matrix(p + "self_attn.o_proj.weight", d, n_h * d_v);
+
+  b.is_moe = is_moe;
+  if (!is_moe) {
+    b.dense = load_ffn(rd, p + "mlp.", d, c.intermediate_size);
+    return b;
+  }
+  const u64 N_r = c.n_routed_experts;
+  b.moe.W_g = rd.matrix(p + "mlp.gate.weight", N_r, d);
+  if (c.has_gate_bias()) b.moe.b = rd.vector(p + "mlp.gate.e_score_correction_bias", N_r);
+  b.moe.experts.reserve(N_r);
+  for (u64 j = 0; j < N_r; ++j)
+    b.moe.experts.push_back(load_ffn(rd, fmt::format("{}mlp.experts.{}.", p, j), d, c.moe_intermediate_size));
+  if (c.n_shared_experts > 0)
+    b.moe.shared = load_ffn(rd, p + "mlp.shared_experts.", d, c.n_shared_experts * c.moe_intermediate_size);
+  return b;
+}
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// Every tensor of the source must be one the config describes: a tensor of a layer past
+// num_hidden_layers, or an expert past n_routed_experts, means the config and the weights
+// belong to different models.
+void check_no_unexpected(const Config& c, const TensorSource& src) {
+  std::set<std::string> known;
+  for (const auto& it : model_items(c, true)) known.insert(it.name);
+  for (const auto& name : src.names()) {
+    if (known.count(name)) continue;
+    // FP8 scales belong to a known weight; rotary buffers are recomputed (spec §11).
+    if (ends_with(name, "_scale_inv") && known.count(name.substr(0, name.size() - 10))) continue;
+    if (ends_with(name, "rotary_emb.inv_freq")) continue;
+    throw std::runtime_error(fmt::format(
+        "{}: holds tensor '{}', which config '{}' does not describe (num_hidden_layers = {}, "
+        "n_routed_experts = {}, q_lora_rank = {}, num_nextn_predict_layers = {})",
+        src.describe(), name, c.name, c.num_hidden_layers, c.n_routed_experts, c.q_lora_rank,
+        c.num_nextn_predict_layers));
+  }
+}
+
+}  // namespace
+
+ModelWeights load_weights(const Config& cfg, const TensorSource& src, bool with_mtp) {
+  validate(cfg);
+  if (with_mtp && cfg.num_nextn_predict_layers == 0)
+    throw std::invalid_argument(fmt::format(
+        "load_weights: MTP requested but config '{}' has num_nextn_predict_layers = 0", cfg.name));
+  check_no_unexpected(cfg, src);
+  const Reader rd(src);
+  const u64 d = cfg.hidden_size, V = cfg.vocab_size;
+  ModelWeights w;
+  w.E = rd.matrix("model.embed_tokens.weight", V, d).t();  // [d, V]: column v embeds token v
+  w.layers.reserve(cfg.num_hidden_layers);
+  for (std::int64_t l = 0; l < cfg.num_hidden_layers; ++l)
+    w.layers.push_back(load_block(cfg, rd, layer_prefix(l), cfg.is_moe_layer(l)));
+  w.w_final_norm = rd.vector("model.norm.weight", d);
+  w.W_head = cfg.tie_word_embeddings ? arma::mat(w.E.t()) : rd.matrix("lm_head.weight", V, d);
+  if (with_mtp) {
+    const std::string p = layer_prefix(cfg.num_hidden_layers);
+    MtpWeights m;
+    m.w_enorm = rd.vector(p + "enorm.weight", d);
+    m.w_hnorm = rd.vector(p + "hnorm.weight", d);
+    m.W_eh = rd.matrix(p + "eh_proj.weight", d, 2 * d);
+    m.block = load_block(cfg, rd, p, cfg.is_moe_layer(cfg.num_hidden_layers));
+    m.w_head_norm = rd.vector(p + "shared_head.norm.weight", d);
+    // The release stores copies of the embedding and head here; use them when present.
+    if (rd.has(p + "embed_tokens.weight")) m.E = rd.matrix(p + "embed_tokens.weight", V, d).t();
+    if (rd.has(p + "shared_head.head.weight")) m.W_head = rd.matrix(p + "shared_head.head.weight", V, d);
+    w.mtp = std::move(m);
+  }
+  return w;
+}
+
+namespace {
+
+// The generator under the catalogue of `cfg` (MTP layer included).
+GeneratorSource generator_source(const Config& cfg, std::uint64_t seed) {
+  std::vector<GeneratorSource::Entry> entries;
+  for (const auto& it : model_items(cfg, true)) entries.push_back({it.name, it.shape});
+  return GeneratorSource(seed, std::move(entries));
+}
+
+// Serves another source's tensors rounded to bfloat16 (nearest even), as a BF16 checkpoint
+// holds them; the gate bias stays F32 as write_checkpoint keeps it.
+class Bf16RoundingSource : public TensorSource {
+ public:
+  explicit Bf16RoundingSource(const TensorSource& inner) : inner_(inner) {}
+  bool has(const std::string& name) const override { return inner_.has(name); }
+  std::vector<std::uint64_t> shape(const std::string& name) const override { return inner_.shape(name); }
+  std::vector<std::string> names() const override { return inner_.names(); }
+  std::string describe() const override { return inner_.describe() + " rounded to BF16"; }
+  TensorData read(const std::string& name) const override {
+    TensorData t = inner_.read(name);
+    if (name.ends_with("e_score_correction_bias")) return t;
+    for (double& v : t.data) v = st::decode_bf16(st::encode_bf16(static_cast<float>(v)));
+    return t;
+  }
+
+ private:
+  const TensorSource& inner_;
+};
+
+}  // namespace
+
+ModelWeights generate_weights(const Config& cfg, std::uint64_t seed) {
+  return load_weights(cfg, generator_source(cfg, seed), cfg.num_nextn_predict_layers > 0);
+}
+
+ModelWeights generate_weights(const Config& cfg, std::uint64_t seed, st::DType storage) {
+  if (storage == st::DType::F32 || storage == st::DType::F64) return generate_weights(cfg, seed);
+  if (storage != st::DType::BF16)
+    throw std::invalid_argument(fmt::format(
+        "generate_weights: storage {}, expected F64, F32 or BF16", st::to_string(storage)));
+  return load_weights(cfg, Bf16RoundingSource(generator_source(cfg, seed)),
+                      cfg.num_nextn_predict_layers > 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writing
+
+namespace {
+
+std::vector<double> row_major(const arma::mat& W) {
+  const arma::mat Wt = W.t();  // column-major W^T is row-major W
+  return std::vector<double>(Wt.begin(), Wt.end());
+}
+
+// Rebuilds the HF tensors of one block (names relative to its prefix), fused as on disk.
+std::map<std::string, std::vector<double>> block_tensors(const Config& c, const BlockWeights& b) {
+  const u64 n_h = c.num_attention_heads, d_nope = c.qk_nope_head_dim, d_rope = c.qk_rope_head_dim,
+            d_v = c.v_head_dim, r_kv = c.kv_lora_rank;
+  std::map<std::string, std::vector<double>> t;
+  const MlaWeights& a = b.attn;
+  t["input_layernorm.weight"] = arma::conv_to<std::vector<double>>::from(b.w_attn_norm);
+  t["post_attention_layernorm.weight"] = arma::conv_to<std::vector<double>>::from(b.w_ffn_norm);
+  arma::mat Wq(n_h * (d_nope + d_rope), a.W_UQ.n_cols);
+  for (u64 i = 0; i < n_h; ++i) {
+    const u64 head = i * (d_nope + d_rope);
+    Wq.rows(head, head + d_nope - 1) = a.W_UQ.rows(i * d_nope, (i + 1) * d_nope - 1);
+    Wq.rows(head + d_nope, head + d_nope + d_rope - 1) = a.W_QR.rows(i * d_rope, (i + 1) * d_rope - 1);
+  }
+  if (c.has_q_lora()) {
+    t["self_attn.q_a_proj.weight"] = row_major(a.W_DQ);
+    t["self_attn.q_a_layernorm.weight"] = arma::conv_to<std::vector<double>>::from(a.w_q);
+    t["self_attn.q_b_proj.weight"] = row_major(Wq);
+  } else {
+    t["self_attn.q_proj.weight"] = row_major(Wq);
+  }
+  t["self_attn.kv_a_proj_with_mqa.weight"] = row_major(arma::join_cols(a.W_DKV, a.W_KR));
+  t["self_attn.kv_a_layernorm.weight"] = arma::conv_to<std::vector<double>>::from(a.w_kv);
+  arma::mat Wkv_b(n_h * (d_nope + d_v), r_kv);
+  for (u64 i = 0; i < n_h; ++i) {
+    const u64 head = i * (d_nope + d_v);
+    Wkv_b.rows(head, head + d_nope - 1) = a.W_UK.rows(i * d_nope, (i + 1) * d_nope - 1);
+    Wkv_b.rows(head + d_nope, head + d_nope + d_v - 1) = a.W_UV.rows(i * d_v, (i + 1) * d_v - 1);
+  }
+  t["self_attn.kv_b_proj.weight"] = row_major(Wkv_b);
+  t["self_attn.o_proj.weight"] = row_major(a.W_O);
+  auto ffn = [&](const std::string& p, const FfnWeights& f) {
+    t[p + "gate_proj.weight"] = row_major(f.W_gate);
+    t[p + "up_proj.weight"] = row_major(f.W_up);
+    t[p + "down_proj.weight"] = row_major(f.W_down);
+  };
+  if (!b.is_moe) {
+    ffn("mlp.", b.dense);
+    return t;
+  }
+  t["mlp.gate.weight"] = row_major(b.moe.W_g);
+  if (c.has_gate_bias()) t["mlp.gate.e_score_correction_bias"] = arma::conv_to<std::vector<double>>::from(b.moe.b);
+  for (std::size_t j = 0; j < b.moe.experts.size(); ++j)
+    ffn(fmt::format("mlp.experts.{}.", j), b.moe.experts[j]);
+  if (b.moe.shared) ffn("mlp.shared_experts.", *b.moe.shared);
+  return t;
+}
+
+// FP8 block quantization as the release did it: per 128x128 block, scale_inv = max|W| / 448
+// (rounded to F32, as stored) and Wq = e4m3(W / scale_inv), so that Wq * scale_inv ~ W.
+void quantize_fp8(const std::vector<double>& W, u64 rows, u64 cols, u64 B, std::vector<double>& Wq,
+                  std::vector<double>& scale) {
+  const u64 sr = ceil_div(rows, B), sc = ceil_div(cols, B);
+  scale.assign(sr * sc, 0.0);
+  Wq.assign(rows * cols, 0.0);
+  for (u64 br = 0; br < sr; ++br)
+    for (u64 bc = 0; bc < sc; ++bc) {
+      double amax = 0.0;
+      for (u64 r = br * B; r < std::min(rows, (br + 1) * B); ++r)
+        for (u64 c = bc * B; c < std::min(cols, (bc + 1) * B); ++c)
+          amax = std::max(amax, std::fabs(W[r * cols + c]));
+      const double s = amax > 0 ? static_cast<double>(static_cast<float>(amax / 448.0)) : 1.0;
+      scale[br * sc + bc] = s;
+      for (u64 r = br * B; r < std::min(rows, (br + 1) * B); ++r)
+        for (u64 c = bc * B; c < std::min(cols, (bc + 1) * B); ++c)
+          Wq[r * cols + c] = st::decode_e4m3(st::encode_e4m3(static_cast<float>(W[r * cols + c] / s)));
+    }
+}
+
+}  // namespace
+
+std::vector<st::NamedTensor> weights_to_tensors(const Config& cfg_in, const ModelWeights& w,
+                                                st::DType dtype) {
+  if (dtype != st::DType::F64 && dtype != st::DType::F32 && dtype != st::DType::BF16 &&
+      dtype != st::DType::F16 && dtype != st::DType::F8_E4M3)
+    throw std::invalid_argument(fmt::format("weights_to_tensors: dtype {} is not a float dtype",
+                                            st::to_string(dtype)));
+  const bool fp8 = dtype == st::DType::F8_E4M3;
+  const st::DType plain = fp8 ? st::DType::BF16 : dtype;
+  const st::DType bias = dtype == st::DType::F64 ? st::DType::F64 : st::DType::F32;
+  const u64 B = cfg_in.weight_block_size;
+  const bool with_mtp = w.mtp.has_value() && cfg_in.num_nextn_predict_layers > 0;
+
+  if (static_cast<std::int64_t>(w.layers.size()) != cfg_in.num_hidden_layers)
+    throw std::invalid_argument(fmt::format("weights_to_tensors: {} layers, config '{}' has {}",
+                                            w.layers.size(), cfg_in.name, cfg_in.num_hidden_layers));
+  std::map<std::string, std::vector<double>> values;
+  values["model.embed_tokens.weight"] = row_major(w.E.t());
+  for (std::int64_t l = 0; l < cfg_in.num_hidden_layers; ++l)
+    for (auto& [name, v] : block_tensors(cfg_in, w.layers[l])) values[layer_prefix(l) + name] = std::move(v);
+  values["model.norm.weight"] = arma::conv_to<std::vector<double>>::from(w.w_final_norm);
+  if (!cfg_in.tie_word_embeddings) values["lm_head.weight"] = row_major(w.W_head);
+  if (with_mtp) {
+    const MtpWeights& m = *w.mtp;
+    const std::string p = layer_prefix(cfg_in.num_hidden_layers);
+    values[p + "embed_tokens.weight"] = row_major(m.E.is_empty() ? w.E.t() : m.E.t());
+    values[p + "enorm.weight"] = arma::conv_to<std::vector<double>>::from(m.w_enorm);
+    values[p + "hnorm.weight"] = arma::conv_to<std::vector<double>>::from(m.w_hnorm);
+    values[p + "eh_proj.weight"] = row_major(m.W_eh);
+    for (auto& [name, v] : block_tensors(cfg_in, m.block)) values[p + name] = std::move(v);
+    values[p + "shared_head.norm.weight"] = arma::conv_to<std::vector<double>>::from(m.w_head_norm);
+    values[p + "shared_head.head.weight"] = row_major(m.W_head.is_empty() ? w.W_head : m.W_head);
+  }
+
+  std::vector<st::NamedTensor> out;
+  for (const auto& it : model_items(cfg_in, with_mtp)) {
+    auto found = values.find(it.name);
+    if (found == values.end())
+      throw std::invalid_argument(fmt::format("weights_to_tensors: no values for tensor '{}'", it.name));
+    u64 n = 1;
+    for (auto s : it.shape) n *= s;
+    if (found->second.size() != n)
+      throw std::invalid_argument(fmt::format("weights_to_tensors: tensor '{}' has {} values, its shape {} holds {}",
+                                              it.name, found->second.size(), shape_str(it.shape), n));
+    if (fp8 && it.role == Role::Fp8Linear) {
+      std::vector<double> Wq, scale;
+      quantize_fp8(found->second, it.shape[0], it.shape[1], B, Wq, scale);
+      out.push_back({it.name, it.shape, std::move(Wq), st::DType::F8_E4M3});
+      out.push_back({scale_name(it.name), {ceil_div(it.shape[0], B), ceil_div(it.shape[1], B)},
+                     std::move(scale), st::DType::F32});
+    } else {
+      out.push_back({it.name, it.shape, std::move(found->second), it.role == Role::Bias ? bias : plain});
+    }
+  }
+  return out;
+}
+
+void write_checkpoint(const std::string& dir, const Config& cfg_in, const ModelWeights& w,
+                      st::DType dtype, int shards) {
+  namespace fs = std::filesystem;
+  if (shards < 1) throw std::invalid_argument(fmt::format("write_checkpoint: shards = {}, expected >= 1", shards));
+  Config cfg = cfg_in;
+  cfg.fp8_weights = dtype == st::DType::F8_E4M3;
+  switch (dtype) {
+    case st::DType::F64: cfg.torch_dtype = "float64"; break;
+    case st::DType::F32: cfg.torch_dtype = "float32"; break;
+    case st::DType::F16: cfg.torch_dtype = "float16"; break;
+    default: cfg.torch_dtype = "bfloat16"; break;
+  }
+  if (!w.mtp) cfg.num_nextn_predict_layers = 0;
+  validate(cfg);
+  const auto tensors = weights_to_tensors(cfg, w, dtype);
+
+  fs::create_directories(dir);
+  {
+    std::ofstream out(fs::path(dir) / "config.json", std::ios::binary | std::ios::trunc);
+    if (!out) throw std::runtime_error(fmt::format("cannot write '{}/config.json'", dir));
+    out << config_to_json_text(cfg);
+  }
+  const std::map<std::string, std::string> meta = {{"format", "pt"}};
+  if (shards == 1) {
+    st::write((fs::path(dir) / "model.safetensors").string(), tensors, meta);
+    return;
+  }
+  // Consecutive runs of tensors of about equal byte size; a weight and its scale stay together.
+  u64 total = 0;
+  for (const auto& t : tensors) total += t.data.size() * st::dtype_size(t.dtype);
+  std::vector<std::vector<st::NamedTensor>> parts(shards);
+  u64 acc = 0;
+  for (const auto& t : tensors) {
+    const bool is_scale = t.name.size() > 10 && t.name.compare(t.name.size() - 10, 10, "_scale_inv") == 0;
+    std::size_t k = std::min<u64>(shards - 1, acc * shards / std::max<u64>(total, 1));
+    if (is_scale) {  // the shard of the weight just written
+      for (std::size_t q = 0; q < parts.size(); ++q)
+        if (!parts[q].empty() && parts[q].back().name + "_scale_inv" == t.name) k = q;
+    }
+    parts[k].push_back(t);
+    acc += t.data.size() * st::dtype_size(t.dtype);
+  }
+  nlohmann::ordered_json index;
+  index["metadata"] = {{"total_size", total}};
+  index["weight_map"] = nlohmann::ordered_json::object();
+  for (int k = 0; k < shards; ++k) {
+    const std::string file = fmt::format("model-{:05d}-of-{:05d}.safetensors", k + 1, shards);
+    st::write((fs::path(dir) / file).string(), parts[k], meta);
+    for (const auto& t : parts[k]) index["weight_map"][t.name] = file;
+  }
+  std::ofstream out(fs::path(dir) / "model.safetensors.index.json", std::ios::binary | std::ios::trunc);
+  if (!out) throw std::runtime_error(fmt::format("cannot write '{}/model.safetensors.index.json'", dir));
+  out << index.dump(2) << "\n";
+}
+
+LoadedModel load_model_dir(const std::string& dir, bool with_mtp, const Faults& faults) {
+  LoadedModel m;
+  m.config = load_config_json((std::filesystem::path(dir) / "config.json").string());
+  CheckpointOptions opt;
+  opt.weight_block_size = m.config.weight_block_size;
+  opt.faults = faults;
+  const Checkpoint ck(dir, opt);
+  m.weights = load_weights(m.config, ck, with_mtp);
+  return m;
+}
+
+}  // namespace dsr1

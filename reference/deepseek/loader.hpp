@@ -1,0 +1,75 @@
+// HF checkpoint names <-> the model's matrices: the tensor catalogue a config implies, loading
+// (splitting the fused tensors, spec §4.2), and writing (re-fusing them) as safetensors.
+// Leaves out: reading the files themselves (checkpoint.hpp) and any arithmetic of the model.
+//
+// Names and shapes follow spec §11: prefix "model.layers.{l}." for layer l, the MTP module is
+// layer index num_hidden_layers (spec §9, P12). Every linear weight is [out, in] row-major on
+// disk and becomes an arma::mat [out, in] here: the transpose happens once, in this file.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "reference/io/checkpoint.hpp"
+#include "reference/deepseek/config.hpp"
+#include "reference/io/safetensors.hpp"
+#include "reference/io/tensor_source.hpp"
+#include "reference/deepseek/weights.hpp"
+
+namespace dsr1 {
+
+struct CatalogueEntry {
+  std::string name;
+  std::vector<std::uint64_t> shape;  // [out, in] for linear maps, [n] for vectors
+  safetensors::DType dtype;          // as released: spec §10 when fp8_weights, else torch_dtype
+  std::uint64_t numel() const;
+  std::uint64_t bytes() const;
+};
+
+// Every tensor a checkpoint of this config holds, in a fixed order: the embedding, layers
+// 0..L-1, model.norm, lm_head (absent when tie_word_embeddings), then the MTP layer when
+// num_nextn_predict_layers > 0. With fp8_weights each FP8 weight is followed by its
+// `_scale_inv` [ceil(out/B), ceil(in/B)].
+std::vector<CatalogueEntry> checkpoint_catalogue(const Config& cfg);
+
+// The dtype of the released tensors of `torch_dtype` ("bfloat16" -> BF16, ...).
+safetensors::DType dtype_of_torch_dtype(const std::string& torch_dtype);
+
+// Loads every matrix of the model from `src`, checking each shape against the config.
+// Throws naming the source and the tensor for a missing tensor, a shape other than the
+// config implies (got and expected), or a tensor the config does not describe (for example
+// a layer past num_hidden_layers). `with_mtp` loads the MTP layer too (requires
+// num_nextn_predict_layers = 1); without it the MTP layer's tensors are ignored.
+ModelWeights load_weights(const Config& cfg, const TensorSource& src, bool with_mtp);
+
+// The portable generator's model (generator.hpp): load_weights over GeneratorSource(seed,
+// catalogue). Includes the MTP module when the config has one.
+ModelWeights generate_weights(const Config& cfg, std::uint64_t seed);
+// The same weights as a checkpoint stored in `storage` holds them: with BF16 every value is
+// rounded to bfloat16 (nearest even) as write_checkpoint rounds it, the gate bias kept F32; F32
+// and F64 change nothing (the generator's values are float32). Other dtypes are refused.
+ModelWeights generate_weights(const Config& cfg, std::uint64_t seed, safetensors::DType storage);
+
+// The inverse of load_weights: HF-named tensors with the fused layouts rebuilt, in catalogue
+// order. dtype F64/F32/BF16/F16 stores every tensor in that dtype (the gate bias at least
+// F32). dtype F8_E4M3 stores as the V3 release does (spec §10): the FP8 class quantized per
+// 128x128 block with scale_inv = max|W_block| / 448 (F32), everything else BF16, the bias F32.
+std::vector<safetensors::NamedTensor> weights_to_tensors(const Config& cfg, const ModelWeights& w,
+                                                         safetensors::DType dtype);
+
+// Writes dir/config.json and dir/model.safetensors (shards = 1) or dir/model-0000i-of-0000N
+// .safetensors plus dir/model.safetensors.index.json (shards > 1). The written config.json
+// says what the files hold: torch_dtype of `dtype`, quantization_config for F8_E4M3, and
+// num_nextn_predict_layers 0 when `w` has no MTP module.
+void write_checkpoint(const std::string& dir, const Config& cfg, const ModelWeights& w,
+                      safetensors::DType dtype, int shards = 1);
+
+// A checkpoint directory read whole: its config.json, validated, and its weights.
+struct LoadedModel {
+  Config config;
+  ModelWeights weights;
+};
+LoadedModel load_model_dir(const std::string& dir, bool with_mtp, const Faults& faults = {});
+
+}  // namespace dsr1

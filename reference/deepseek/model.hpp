@@ -1,0 +1,69 @@
+// The whole DeepSeek-V2/V3/R1 model: embedding, L decoder blocks, final norm, LM head,
+// incremental decoding with the latent KV cache, greedy generation and the MTP head.
+// Leaves out: sampling other than greedy, batching several sequences.
+//
+//   h = E[token]                                                     spec §2
+//   for l in 0..L-1:  h = h + MLA_l(RMSNorm_attn_l(h));  h = h + FFN_l(RMSNorm_ffn_l(h))
+//   logits = W_head RMSNorm_final(h)
+#pragma once
+
+#include <armadillo>
+#include <cstdint>
+#include <vector>
+
+#include "reference/deepseek/config.hpp"
+#include "reference/faults.hpp"
+#include "reference/deepseek/kv_cache.hpp"
+#include "reference/deepseek/mla.hpp"
+#include "reference/trace/trace.hpp"
+#include "reference/deepseek/weights.hpp"
+
+namespace dsr1::ref {
+
+struct ForwardOptions {
+  AttnForm attn = AttnForm::Naive;
+  RopeLayout rope_layout = RopeLayout::Interleaved;
+  Faults faults;  // all false except in the conformance suite
+};
+
+// The latent KV cache of every layer; length() tokens have been processed so far.
+struct ModelCache {
+  std::vector<LatentKvCache> layers;
+  std::int64_t length() const;
+};
+ModelCache make_cache(const Config& c);
+
+// Runs tokens[0..T-1] at absolute positions pos0..pos0+T-1 and returns logits [V, T]
+// (column t = logits after token t). With a cache, it must hold exactly pos0 tokens and is
+// extended by T; without one, pos0 must be 0. Throws on out-of-range token ids, positions past
+// max_position_embeddings, or non-finite values appearing in the hidden state.
+arma::mat forward(const ModelWeights& W, const Config& c, const std::vector<std::int64_t>& tokens,
+                  std::int64_t pos0, ModelCache* cache, const ForwardOptions& opt, Tracer* tr);
+
+// The final hidden state (after model.norm) of the last forward() call is needed by MTP;
+// this variant returns it as well: h_final [d, T].
+arma::mat forward_hidden(const ModelWeights& W, const Config& c,
+                         const std::vector<std::int64_t>& tokens, std::int64_t pos0,
+                         ModelCache* cache, const ForwardOptions& opt, Tracer* tr,
+                         arma::mat* h_final);
+
+// Prefill tokens[0..P-1] in one pass, then decode tokens[P..] one at a time through the
+// cache. Returns logits [V, T] for every position, comparable with forward().
+arma::mat forward_incremental(const ModelWeights& W, const Config& c,
+                              const std::vector<std::int64_t>& tokens, std::int64_t P,
+                              const ForwardOptions& opt, Tracer* tr);
+
+// Greedy continuation: appends n_new tokens (argmax, ties -> lower id) to `prompt`.
+std::vector<std::int64_t> generate_greedy(const ModelWeights& W, const Config& c,
+                                          const std::vector<std::int64_t>& prompt,
+                                          std::int64_t n_new, const ForwardOptions& opt,
+                                          Tracer* tr);
+
+// Multi-Token Prediction head (V3, spec §9): for positions i = 0..T-2 it predicts token i+2
+// from the main model's post-norm hidden state h_final[:, i] and the embedding of token i+1.
+// Returns logits [V, T-1]. Traced under "mtp.*".
+arma::mat mtp_forward(const ModelWeights& W, const Config& c, const arma::mat& h_final,
+                      const std::vector<std::int64_t>& tokens, const ForwardOptions& opt,
+                      Tracer* tr);
+
+}  // namespace dsr1::ref

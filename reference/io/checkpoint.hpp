@@ -1,0 +1,76 @@
+// A HuggingFace safetensors checkpoint as a TensorSource: one file or shards with an index,
+// memory-mapped, every tensor decoded lazily by name with FP8 block scales applied.
+// Leaves out: the mapping of HF names onto the model's matrices (loader.hpp).
+//
+// Layout of a checkpoint directory (docs/checkpoints.md):
+//   config.json                        the model's configuration (config.hpp)
+//   model.safetensors                  all tensors, or
+//   model.safetensors.index.json       {"metadata": {...}, "weight_map": {tensor: shard file}}
+//   model-00001-of-000NN.safetensors   ... the shards the index names
+//
+// FP8 (spec §10, P13). A tensor stored as F8_E4M3 has a companion `<name>_scale_inv` (F32) of
+// shape [ceil(out/B), ceil(in/B)] with B = weight_block_size = 128, and
+//   W[r][c] = decode_e4m3(Wq[r][c]) * S[floor(r/B)][floor(c/B)]
+// The factor multiplies despite the "_inv" in its name, and the partial edge blocks of a
+// dimension that is not a multiple of B use the same rule.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "reference/faults.hpp"
+#include "reference/io/safetensors.hpp"
+#include "reference/io/tensor_source.hpp"
+
+namespace dsr1 {
+
+struct CheckpointOptions {
+  std::int64_t weight_block_size = 128;  // B of the FP8 scale grid (quantization_config)
+  // Only fp8_scale_divide and fp8_skip_edge_blocks are read here (conformance faults, P13).
+  Faults faults;
+};
+
+// Block dequantization of one FP8 weight. wq: [rows, cols] row-major decoded e4m3 values;
+// scale: [ceil(rows/B), ceil(cols/B)] row-major. Returns W row-major. `what` names the tensor
+// in error messages. Throws if the scale grid has the wrong shape.
+std::vector<double> dequantize_fp8_blocks(const std::vector<double>& wq, std::uint64_t rows,
+                                          std::uint64_t cols, const std::vector<double>& scale,
+                                          std::uint64_t scale_rows, std::uint64_t scale_cols,
+                                          std::uint64_t block, const Faults& faults,
+                                          const std::string& what);
+
+class Checkpoint : public TensorSource {
+ public:
+  // `path`: a checkpoint directory (index or model.safetensors inside), an index file, or a
+  // single .safetensors file. Every file is opened and its header validated here; no tensor
+  // data is read until read() asks for it.
+  explicit Checkpoint(const std::string& path, CheckpointOptions options = {});
+
+  bool has(const std::string& name) const override;
+  std::vector<std::uint64_t> shape(const std::string& name) const override;
+  // Values as doubles, FP8 dequantized; throws for non-float dtypes, non-finite values, an
+  // FP8 weight without its scale, or a scale grid of the wrong shape.
+  TensorData read(const std::string& name) const override;
+  std::vector<std::string> names() const override;  // sorted; includes *_scale_inv tensors
+  std::string describe() const override;
+
+  safetensors::DType dtype(const std::string& name) const;
+  const safetensors::TensorInfo& info(const std::string& name) const;
+  const std::string& file_of(const std::string& name) const;  // the shard holding it
+  std::size_t num_files() const { return files_.size(); }
+
+ private:
+  const safetensors::File& file(const std::string& name) const;
+  std::string root_;
+  CheckpointOptions options_;
+  std::vector<std::unique_ptr<safetensors::File>> files_;
+  std::map<std::string, std::size_t> where_;  // tensor name -> index into files_
+};
+
+// The name of the FP8 scale of weight `name`: "<name>_scale_inv".
+std::string scale_name(const std::string& weight_name);
+
+}  // namespace dsr1

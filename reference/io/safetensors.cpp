@@ -1,0 +1,385 @@
+#include "reference/io/safetensors.hpp"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <limits>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <stdexcept>
+
+namespace dsr1::safetensors {
+
+namespace {
+
+struct DTypeName {
+  DType d;
+  const char* name;
+  std::size_t size;
+};
+constexpr DTypeName kDTypes[] = {
+    {DType::F64, "F64", 8},    {DType::F32, "F32", 4},         {DType::F16, "F16", 2},
+    {DType::BF16, "BF16", 2},  {DType::F8_E4M3, "F8_E4M3", 1}, {DType::I64, "I64", 8},
+    {DType::I32, "I32", 4},    {DType::I16, "I16", 2},         {DType::I8, "I8", 1},
+    {DType::U8, "U8", 1},      {DType::BOOL, "BOOL", 1},
+};
+
+[[noreturn]] void fail(const std::string& path, const std::string& what) {
+  throw std::runtime_error(fmt::format("safetensors file '{}': {}", path, what));
+}
+
+template <typename T>
+T load_le(const std::uint8_t* p) {
+  static_assert(std::endian::native == std::endian::little, "dsr1 assumes a little-endian host");
+  T v;
+  std::memcpy(&v, p, sizeof(T));
+  return v;
+}
+
+// Multiplies with overflow detection: shapes in a hostile header can be huge.
+bool mul_overflows(std::uint64_t a, std::uint64_t b, std::uint64_t* out) {
+  return __builtin_mul_overflow(a, b, out);
+}
+
+}  // namespace
+
+DType dtype_from_string(const std::string& s) {
+  for (const auto& d : kDTypes)
+    if (s == d.name) return d.d;
+  throw std::runtime_error(fmt::format(
+      "unknown dtype '{}' (expected one of F64, F32, F16, BF16, F8_E4M3, I64, I32, I16, I8, U8, "
+      "BOOL)",
+      s));
+}
+
+std::string to_string(DType d) {
+  for (const auto& e : kDTypes)
+    if (e.d == d) return e.name;
+  return "?";
+}
+
+std::size_t dtype_size(DType d) {
+  for (const auto& e : kDTypes)
+    if (e.d == d) return e.size;
+  return 0;
+}
+
+double decode_bf16(std::uint16_t bits) {
+  const std::uint32_t f = static_cast<std::uint32_t>(bits) << 16;
+  return static_cast<double>(std::bit_cast<float>(f));
+}
+
+double decode_f16(std::uint16_t bits) {
+  const int sign = (bits >> 15) & 1;
+  const int exponent = (bits >> 10) & 0x1F;
+  const int mantissa = bits & 0x3FF;
+  double v;
+  if (exponent == 0) {
+    v = std::ldexp(static_cast<double>(mantissa), -24);  // subnormal: 2^-14 * m/1024
+  } else if (exponent == 31) {
+    v = mantissa ? std::numeric_limits<double>::quiet_NaN()
+                 : std::numeric_limits<double>::infinity();
+  } else {
+    v = std::ldexp(1.0 + mantissa / 1024.0, exponent - 15);
+  }
+  return sign ? -v : v;
+}
+
+// float8_e4m3fn: 1 sign, 4 exponent (bias 7), 3 mantissa bits; exponent 15 with mantissa 7 is
+// NaN; there are no infinities (spec §10).
+double decode_e4m3(std::uint8_t bits) {
+  const int sign = (bits >> 7) & 1;
+  const int exponent = (bits >> 3) & 0xF;
+  const int mantissa = bits & 0x7;
+  double v;
+  if (exponent == 0xF && mantissa == 0x7) {
+    v = std::numeric_limits<double>::quiet_NaN();
+  } else if (exponent == 0) {
+    v = std::ldexp(mantissa / 8.0, -6);
+  } else {
+    v = std::ldexp(1.0 + mantissa / 8.0, exponent - 7);
+  }
+  return sign ? -v : v;
+}
+
+std::uint16_t encode_bf16(float x) {
+  std::uint32_t f = std::bit_cast<std::uint32_t>(x);
+  if (std::isnan(x)) return static_cast<std::uint16_t>((f >> 16) | 0x40);
+  const std::uint32_t rounding = 0x7FFF + ((f >> 16) & 1);
+  return static_cast<std::uint16_t>((f + rounding) >> 16);
+}
+
+// Chooses the nearest representable half by searching its decoded neighbours; slow but
+// obviously right, and only used to write test checkpoints.
+std::uint16_t encode_f16(float x) {
+  if (std::isnan(x)) return 0x7E00;
+  const std::uint16_t sign = std::signbit(x) ? 0x8000 : 0;
+  const double a = std::fabs(static_cast<double>(x));
+  if (a >= 65520.0) return sign | 0x7C00;  // rounds to infinity
+  std::uint16_t best = 0;
+  double best_err = std::numeric_limits<double>::infinity();
+  for (std::uint16_t b = 0; b < 0x7C00; ++b) {
+    const double err = std::fabs(decode_f16(b) - a);
+    if (err < best_err || (err == best_err && (b & 1) == 0)) {
+      best = b;
+      best_err = err;
+    }
+  }
+  return sign | best;
+}
+
+std::uint8_t encode_e4m3(float x) {
+  if (std::isnan(x)) return 0x7F;
+  const std::uint8_t sign = std::signbit(x) ? 0x80 : 0;
+  const double a = std::min(std::fabs(static_cast<double>(x)), 448.0);
+  std::uint8_t best = 0;
+  double best_err = std::numeric_limits<double>::infinity();
+  for (std::uint8_t b = 0; b < 0x7F; ++b) {
+    const double err = std::fabs(decode_e4m3(b) - a);
+    if (err < best_err || (err == best_err && (b & 1) == 0)) {
+      best = b;
+      best_err = err;
+    }
+  }
+  return sign | best;
+}
+
+std::uint64_t TensorInfo::numel() const {
+  std::uint64_t n = 1;
+  for (auto s : shape) n *= s;
+  return n;
+}
+
+void write(const std::string& path, const std::vector<NamedTensor>& tensors,
+           const std::map<std::string, std::string>& metadata) {
+  nlohmann::ordered_json header = nlohmann::ordered_json::object();
+  if (!metadata.empty()) header["__metadata__"] = metadata;
+  std::uint64_t offset = 0;
+  for (const auto& t : tensors) {
+    std::uint64_t n = 1;
+    for (auto s : t.shape) n *= s;
+    if (n != t.data.size())
+      throw std::invalid_argument(fmt::format(
+          "safetensors::write '{}': tensor '{}' has {} values but its shape holds {}", path,
+          t.name, t.data.size(), n));
+    const std::uint64_t bytes = n * dtype_size(t.dtype);
+    header[t.name] = {{"dtype", to_string(t.dtype)},
+                      {"shape", t.shape},
+                      {"data_offsets", {offset, offset + bytes}}};
+    offset += bytes;
+  }
+  std::string text = header.dump();
+  while (text.size() % 8 != 0) text += ' ';
+
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  if (!out) throw std::runtime_error(fmt::format("cannot open '{}' for writing", path));
+  const std::uint64_t n = text.size();
+  out.write(reinterpret_cast<const char*>(&n), 8);
+  out.write(text.data(), static_cast<std::streamsize>(text.size()));
+  std::vector<std::uint8_t> buf;
+  for (const auto& t : tensors) {
+    const std::size_t es = dtype_size(t.dtype);
+    buf.resize(t.data.size() * es);
+    for (std::size_t i = 0; i < t.data.size(); ++i) {
+      std::uint8_t* p = buf.data() + i * es;
+      const double v = t.data[i];
+      switch (t.dtype) {
+        case DType::F64: std::memcpy(p, &v, 8); break;
+        case DType::F32: { const float f = static_cast<float>(v); std::memcpy(p, &f, 4); break; }
+        case DType::BF16: { const auto b = encode_bf16(static_cast<float>(v)); std::memcpy(p, &b, 2); break; }
+        case DType::F16: { const auto b = encode_f16(static_cast<float>(v)); std::memcpy(p, &b, 2); break; }
+        case DType::F8_E4M3: p[0] = encode_e4m3(static_cast<float>(v)); break;
+        case DType::I64: { const auto b = static_cast<std::int64_t>(v); std::memcpy(p, &b, 8); break; }
+        case DType::I32: { const auto b = static_cast<std::int32_t>(v); std::memcpy(p, &b, 4); break; }
+        case DType::I16: { const auto b = static_cast<std::int16_t>(v); std::memcpy(p, &b, 2); break; }
+        case DType::I8: { const auto b = static_cast<std::int8_t>(v); std::memcpy(p, &b, 1); break; }
+        case DType::U8: case DType::BOOL: p[0] = static_cast<std::uint8_t>(v); break;
+      }
+    }
+    out.write(reinterpret_cast<const char*>(buf.data()), static_cast<std::streamsize>(buf.size()));
+  }
+  if (!out) throw std::runtime_error(fmt::format("error while writing '{}'", path));
+}
+
+File::File(const std::string& path) : path_(path) {
+  const int fd = ::open(path.c_str(), O_RDONLY);
+  if (fd < 0) fail(path, fmt::format("cannot open: {}", std::strerror(errno)));
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) {
+    ::close(fd);
+    fail(path, "cannot stat");
+  }
+  if (!S_ISREG(st.st_mode)) {
+    ::close(fd);
+    fail(path, "not a regular file");
+  }
+  map_size_ = static_cast<std::size_t>(st.st_size);
+  if (map_size_ < 8) {
+    ::close(fd);
+    fail(path, fmt::format("file is {} bytes, too short for the 8-byte header length", map_size_));
+  }
+  void* m = ::mmap(nullptr, map_size_, PROT_READ, MAP_PRIVATE, fd, 0);
+  ::close(fd);
+  if (m == MAP_FAILED) fail(path, "mmap failed");
+  map_ = static_cast<const std::uint8_t*>(m);
+
+  try {
+    const std::uint64_t n = load_le<std::uint64_t>(map_);
+    if (n > map_size_ - 8)
+      fail(path, fmt::format("header length {} runs past the end of the file ({} bytes)", n,
+                             map_size_));
+    data_start_ = 8 + n;
+    nlohmann::json header;
+    // nlohmann::json keeps the last of two equal keys without a word; a header that names a
+    // tensor twice is ambiguous, so the parser callback rejects it.
+    std::string duplicate;
+    std::set<std::string> top_keys;
+    const nlohmann::json::parser_callback_t on_event =
+        [&](int depth, nlohmann::json::parse_event_t event, nlohmann::json& parsed) {
+          if (depth == 1 && event == nlohmann::json::parse_event_t::key) {
+            const std::string k = parsed.get<std::string>();
+            if (!top_keys.insert(k).second && duplicate.empty()) duplicate = k;
+          }
+          return true;
+        };
+    try {
+      header = nlohmann::json::parse(map_ + 8, map_ + 8 + n, on_event);
+    } catch (const nlohmann::json::exception& e) {
+      fail(path, fmt::format("header is not valid JSON: {}", e.what()));
+    }
+    if (!duplicate.empty()) fail(path, fmt::format("header names tensor '{}' twice", duplicate));
+    if (!header.is_object()) fail(path, "header JSON is not an object");
+    const std::uint64_t data_size = map_size_ - data_start_;
+    for (auto it = header.begin(); it != header.end(); ++it) {
+      const std::string& name = it.key();
+      const auto& v = it.value();
+      if (name == "__metadata__") {
+        if (!v.is_object()) fail(path, "__metadata__ is not an object");
+        for (auto m2 = v.begin(); m2 != v.end(); ++m2) {
+          if (!m2.value().is_string())
+            fail(path, fmt::format("__metadata__ value of '{}' is not a string", m2.key()));
+          metadata_[m2.key()] = m2.value().get<std::string>();
+        }
+        continue;
+      }
+      if (!v.is_object() || !v.contains("dtype") || !v.contains("shape") ||
+          !v.contains("data_offsets"))
+        fail(path, fmt::format("tensor '{}': expected an object with dtype, shape, data_offsets",
+                               name));
+      TensorInfo info;
+      info.name = name;
+      if (!v["dtype"].is_string()) fail(path, fmt::format("tensor '{}': dtype is not a string", name));
+      try {
+        info.dtype = dtype_from_string(v["dtype"].get<std::string>());
+      } catch (const std::runtime_error& e) {
+        fail(path, fmt::format("tensor '{}': {}", name, e.what()));
+      }
+      if (!v["shape"].is_array()) fail(path, fmt::format("tensor '{}': shape is not an array", name));
+      std::uint64_t numel = 1;
+      for (const auto& s : v["shape"]) {
+        if (!s.is_number_unsigned())
+          fail(path, fmt::format("tensor '{}': shape entries must be non-negative integers", name));
+        const auto d = s.get<std::uint64_t>();
+        info.shape.push_back(d);
+        if (mul_overflows(numel, d, &numel))
+          fail(path, fmt::format("tensor '{}': shape overflows 64 bits", name));
+      }
+      const auto& off = v["data_offsets"];
+      if (!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() ||
+          !off[1].is_number_unsigned())
+        fail(path, fmt::format("tensor '{}': data_offsets must be two non-negative integers", name));
+      info.begin = off[0].get<std::uint64_t>();
+      info.end = off[1].get<std::uint64_t>();
+      std::uint64_t bytes = 0;
+      if (mul_overflows(numel, dtype_size(info.dtype), &bytes))
+        fail(path, fmt::format("tensor '{}': byte size overflows 64 bits", name));
+      if (info.end < info.begin || info.end > data_size)
+        fail(path, fmt::format("tensor '{}': data_offsets [{}, {}] out of range (data section "
+                               "is {} bytes)",
+                               name, info.begin, info.end, data_size));
+      if (info.end - info.begin != bytes)
+        fail(path, fmt::format("tensor '{}': data_offsets span {} bytes but {} {} needs {}", name,
+                               info.end - info.begin, fmt::join(info.shape, "x"),
+                               to_string(info.dtype), bytes));
+      tensors_.push_back(std::move(info));
+    }
+    // Tensors in data order (the order writers emit them); ties by name for determinism.
+    // Overlap check. Sorted by begin, a tensor overlaps an earlier one iff it begins before the
+    // largest end seen so far (comparing neighbours only would miss a small tensor nested in a
+    // large one followed by another). Empty tensors occupy no bytes and overlap nothing. Holes
+    // between tensors are allowed.
+    std::vector<const TensorInfo*> order;
+    for (const auto& t : tensors_)
+      if (t.end > t.begin) order.push_back(&t);
+    std::sort(order.begin(), order.end(), [](const TensorInfo* a, const TensorInfo* b) {
+      return a->begin != b->begin ? a->begin < b->begin : a->name < b->name;
+    });
+    const TensorInfo* furthest = nullptr;  // the tensor with the largest end so far
+    for (const TensorInfo* t : order) {
+      if (furthest && t->begin < furthest->end)
+        fail(path, fmt::format("tensors '{}' (bytes {}..{}) and '{}' (bytes {}..{}) overlap in the "
+                               "data section",
+                               furthest->name, furthest->begin, furthest->end, t->name, t->begin,
+                               t->end));
+      if (!furthest || t->end > furthest->end) furthest = t;
+    }
+    std::sort(tensors_.begin(), tensors_.end(), [](const TensorInfo& a, const TensorInfo& b) {
+      return a.begin != b.begin ? a.begin < b.begin : a.name < b.name;
+    });
+    for (std::size_t i = 0; i < tensors_.size(); ++i) index_[tensors_[i].name] = i;
+  } catch (...) {
+    ::munmap(const_cast<std::uint8_t*>(map_), map_size_);
+    map_ = nullptr;
+    throw;
+  }
+}
+
+File::~File() {
+  if (map_) ::munmap(const_cast<std::uint8_t*>(map_), map_size_);
+}
+
+bool File::has(const std::string& name) const { return index_.count(name) != 0; }
+
+const TensorInfo& File::info(const std::string& name) const {
+  auto it = index_.find(name);
+  if (it == index_.end()) fail(path_, fmt::format("no tensor named '{}'", name));
+  return tensors_[it->second];
+}
+
+const std::uint8_t* File::raw(const std::string& name) const {
+  return map_ + data_start_ + info(name).begin;
+}
+
+std::vector<double> File::read(const std::string& name) const {
+  const TensorInfo& t = info(name);
+  const std::uint8_t* p = raw(name);
+  const std::size_t n = t.numel();
+  const std::size_t es = dtype_size(t.dtype);
+  std::vector<double> out(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    const std::uint8_t* q = p + i * es;
+    switch (t.dtype) {
+      case DType::F64: out[i] = load_le<double>(q); break;
+      case DType::F32: out[i] = load_le<float>(q); break;
+      case DType::F16: out[i] = decode_f16(load_le<std::uint16_t>(q)); break;
+      case DType::BF16: out[i] = decode_bf16(load_le<std::uint16_t>(q)); break;
+      case DType::F8_E4M3: out[i] = decode_e4m3(q[0]); break;
+      case DType::I64: out[i] = static_cast<double>(load_le<std::int64_t>(q)); break;
+      case DType::I32: out[i] = load_le<std::int32_t>(q); break;
+      case DType::I16: out[i] = load_le<std::int16_t>(q); break;
+      case DType::I8: out[i] = static_cast<std::int8_t>(q[0]); break;
+      case DType::U8: case DType::BOOL: out[i] = q[0]; break;
+    }
+  }
+  return out;
+}
+
+}  // namespace dsr1::safetensors
