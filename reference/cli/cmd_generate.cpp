@@ -22,7 +22,9 @@ struct GenerateArgs {
 
 int generate(const GenerateArgs& a) {
   const std::vector<std::int64_t> prompt = parse_token_list(a.prompt, "--prompt");
-  const LoadedModel m = a.source.load(false);
+  // Weights fetched layer by layer from the checkpoint or the generator, at every step.
+  const ModelSource::Opened m =
+      a.source.open(false, static_cast<std::int64_t>(prompt.size()) + a.n_new);
   std::unique_ptr<PrintTracer> printer;
   if (!a.trace.empty()) {
     PrintOptions po;
@@ -30,7 +32,7 @@ int generate(const GenerateArgs& a) {
     printer = std::make_unique<PrintTracer>(a.trace, po);
   }
   fmt::print("model: {} ({})\n", m.config.name, a.source.describe());
-  const auto out = ref::generate_greedy(m.weights, m.config, prompt, a.n_new,
+  const auto out = ref::generate_greedy(*m.weights, m.config, prompt, a.n_new,
                                         a.run.forward_options(), printer.get());
   if (printer) {
     printer->finish();

@@ -3,11 +3,13 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <chrono>
 #include <memory>
 #include <thread>
 
 #include "reference/cli/command.hpp"
 #include "reference/cli/model_source.hpp"
+#include "reference/cli/progress.hpp"
 #include "reference/fast/model.hpp"
 #include "reference/fast/weights.hpp"
 #include "reference/deepseek/model.hpp"
@@ -27,6 +29,8 @@ struct RunArgs {
   std::string dump;
   int precision = 4;
   bool quiet = false;
+  bool json = false;      // one JSON object on stdout instead of the text report
+  bool progress = false;  // the progress line on stderr even when it is not a terminal
   bool fast = false;
   int threads = 0;                       // --fast: 0 = all hardware threads
   std::string fast_weights = "f32";      // --fast: storage of the packed matrices
@@ -52,12 +56,13 @@ int fast_threads(const RunArgs& a) {
 }
 
 // The fast path's logits [V, T], as double: prefill + decode with --decode-from, else one pass.
-arma::mat run_fast(const RunArgs& a, const LoadedModel& m, const std::vector<std::int64_t>& tokens,
-                   Tracer* tr) {
+arma::mat run_fast(const RunArgs& a, const ModelSource::Opened& m,
+                   const std::vector<std::int64_t>& tokens, Tracer* tr) {
   fast::Options opt;
   opt.threads = fast_threads(a);
+  // Packed straight from the weight store, one layer at a time (no double copy of the model).
   const fast::ModelWeightsF F =
-      fast::convert_weights(m.weights, m.config, fast::weight_type_from_string(a.fast_weights));
+      fast::convert_weights(*m.weights, m.config, fast::weight_type_from_string(a.fast_weights));
   const arma::fmat logits =
       a.decode_from >= 0 ? fast::forward_incremental(F, m.config, tokens, a.decode_from, opt, tr)
                          : fast::forward(F, m.config, tokens, 0, nullptr, opt, tr);
@@ -85,14 +90,30 @@ std::int64_t argmax(const arma::vec& x) {
   return static_cast<std::int64_t>(best);
 }
 
+// Forward passes the run makes over every layer: one, or a prefill plus one per decoded token;
+// MTP after decoding recomputes the final hidden states in one more pass.
+std::int64_t count_passes(const RunArgs& a, std::int64_t T) {
+  if (a.fast) return 0;  // the fast path reports no layers
+  std::int64_t passes = a.decode_from < 0 ? 1 : (a.decode_from > 0 ? 1 : 0) + (T - a.decode_from);
+  if (a.mtp && a.decode_from >= 0) ++passes;
+  return passes;
+}
+
 int run(const RunArgs& a) {
+  const auto started = std::chrono::steady_clock::now();
   const std::vector<std::int64_t> tokens = parse_token_list(a.tokens, "--tokens");
-  const LoadedModel m = a.source.load(a.mtp);
-  const Config& c = m.config;
+  const auto T = static_cast<std::int64_t>(tokens.size());
+  if (a.mtp && a.source.config().num_nextn_predict_layers == 0)
+    throw std::invalid_argument(fmt::format("--mtp: model '{}' has no MTP module", a.source.config().name));
   if (a.fast) check_fast_options(a);
-  const ref::ForwardOptions opt = a.run.forward_options();
-  if (a.mtp && !m.weights.mtp)
-    throw std::invalid_argument(fmt::format("--mtp: model '{}' has no MTP module", c.name));
+  // The weights stay where they are (checkpoint or generator) and are fetched layer by layer.
+  const ModelSource::Opened m = a.source.open(a.mtp, T);
+  const Config& c = m.config;
+  ref::ForwardOptions opt = a.run.forward_options();
+  const bool show_progress = !a.quiet && !a.json && (a.progress || ProgressLine::stderr_is_terminal());
+  ProgressLine progress(show_progress, count_passes(a, T), c.num_hidden_layers, *m.source, *m.weights);
+  opt.on_layer_done = [&progress](std::int64_t l, std::int64_t L) { progress.layer_done(l, L); };
+  const bool talk = !a.quiet && !a.json;
 
   // Outputs: text for --trace, JSON Lines for --jsonl, and the dump, which always holds the
   // logits [T, V] plus every traced tensor.
@@ -129,7 +150,7 @@ int run(const RunArgs& a) {
   if (!sinks.empty()) tee = std::make_unique<TeeTracer>(filters, sinks);
   Tracer* tr = tee.get();
 
-  if (!a.quiet) {
+  if (talk) {
     fmt::print("model: {} ({})\n", c.name, a.source.describe());
     fmt::print("{}\n", describe_conventions(c));
     if (a.fast)
@@ -138,32 +159,66 @@ int run(const RunArgs& a) {
     else
       fmt::print("attention form: {}; tokens: {}\n", a.run.attn, fmt::join(tokens, ","));
   }
-  if (a.decode_from == 0 && !a.quiet)
+  if (talk) std::fflush(stdout);
+  if (a.decode_from == 0 && talk)
     fmt::print("no prefill: every position decoded one at a time through the latent cache\n");
-  else if (a.decode_from > 0 && !a.quiet)
+  else if (a.decode_from > 0 && talk)
     fmt::print("positions 0..{} prefilled in one pass, the rest decoded one at a time\n",
                a.decode_from - 1);
   arma::mat logits;
   arma::mat h_final;
+  const WeightStore& W = *m.weights;
   if (a.fast) {
     logits = run_fast(a, m, tokens, tr);
   } else if (a.decode_from >= 0) {
-    logits = ref::forward_incremental(m.weights, c, tokens, a.decode_from, opt, tr);
+    logits = ref::forward_incremental(W, c, tokens, a.decode_from, opt, tr);
   } else {
-    logits = ref::forward_hidden(m.weights, c, tokens, 0, nullptr, opt, tr, &h_final);
+    logits = ref::forward_hidden(W, c, tokens, 0, nullptr, opt, tr, &h_final);
   }
   if (a.mtp) {
     if (a.decode_from >= 0)  // MTP needs the final hidden states of every position
-      ref::forward_hidden(m.weights, c, tokens, 0, nullptr, opt, nullptr, &h_final);
-    ref::mtp_forward(m.weights, c, h_final, tokens, opt, tr);
+      ref::forward_hidden(W, c, tokens, 0, nullptr, opt, nullptr, &h_final);
+    ref::mtp_forward(W, c, h_final, tokens, opt, tr);
   }
+  progress.finish();
   if (tr) tr->finish();
   if (counter && counter->count == 0) counter->check_filter_matched_over(tee->seen());
-  if (!a.quiet) {
+
+  // What the run cost: time, peak memory, and what the weight source did.
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  const SourceCounters& sc = m.source->counters();
+  const StoreCounters& wc = m.weights->counters();
+  std::vector<std::int64_t> next(static_cast<std::size_t>(logits.n_cols));
+  for (arma::uword t = 0; t < logits.n_cols; ++t) next[t] = argmax(logits.col(t));
+  if (a.json) {
+    nlohmann::json j;
+    j["model"] = c.name;
+    j["source"] = a.source.describe();
+    j["tokens"] = tokens;
+    j["argmax_next"] = next;
+    j["seconds"] = seconds;
+    j["peak_rss_bytes"] = peak_rss_bytes();
+    j["bytes_read"] = sc.bytes_read.load();
+    j["values_dequantised"] = sc.values_dequantised.load();
+    j["values_generated"] = sc.values_generated.load();
+    j["blocks_fetched"] = wc.blocks_fetched.load();
+    j["experts_fetched"] = wc.experts_fetched.load();
+    j["values_fetched"] = wc.values_fetched.load();
+    if (!a.dump.empty()) j["dump"] = a.dump;
+    fmt::print("{}\n", j.dump(2));
+  } else if (!a.quiet) {
     fmt::print("{:>8} {:>8} {:>14}\n", "position", "token", "argmax next");
     for (arma::uword t = 0; t < logits.n_cols; ++t)
-      fmt::print("{:>8} {:>8} {:>14}\n", t, tokens[t], argmax(logits.col(t)));
+      fmt::print("{:>8} {:>8} {:>14}\n", t, tokens[t], next[t]);
     if (!a.dump.empty()) fmt::print("dump written to {}\n", a.dump);
+    fmt::print("{} in {}: peak resident memory {:.2f} GB; weights: {:.2f} GB read, {:.4g} values "
+               "dequantised, {:.4g} generated; {} blocks and {} routed experts fetched\n",
+               T == 1 ? "1 token" : fmt::format("{} tokens", T), format_duration(seconds),
+               peak_rss_bytes() / 1e9, static_cast<double>(sc.bytes_read.load()) / 1e9,
+               static_cast<double>(sc.values_dequantised.load()),
+               static_cast<double>(sc.values_generated.load()), wc.blocks_fetched.load(),
+               wc.experts_fetched.load());
   }
   return 0;
 }
@@ -190,6 +245,11 @@ const Register reg{Command{
           ->check(CLI::Range(0, 17))
           ->capture_default_str();
       sub.add_flag("--quiet", a->quiet, "print nothing but the trace");
+      sub.add_flag("--json", a->json,
+                   "print one JSON object (argmax per position, time, peak memory, bytes read, "
+                   "values dequantised and generated) instead of the text report");
+      sub.add_flag("--progress", a->progress,
+                   "show the progress line on stderr even when it is not a terminal");
       CLI::Option* fast = sub.add_flag("--fast", a->fast,
                    "run the float32 fast path (reference/fast/: absorbed attention, same trace "
                    "names; the dump is F32) instead of the reference");

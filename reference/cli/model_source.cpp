@@ -1,6 +1,7 @@
 #include "reference/cli/model_source.hpp"
 
 #include <fmt/format.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <charconv>
@@ -65,6 +66,34 @@ LoadedModel ModelSource::load(bool with_mtp) const {
   m.weights = generate_weights(c, seed);
   if (!with_mtp) m.weights.mtp.reset();
   return m;
+}
+
+ModelSource::Opened ModelSource::open(bool with_mtp, std::int64_t T) const {
+  Opened m;
+  m.config = config();
+  const double need = working_set_bytes(m.config, T);
+  const double have = physical_memory_bytes();
+  if (have > 0 && need > 0.75 * have)
+    throw std::runtime_error(fmt::format(
+        "model '{}' with {} tokens needs a working set of about {:.1f} GB (one layer's weights in "
+        "double, the KV cache, the activations) but this machine has {:.1f} GB. Use `dsr1 "
+        "dry-run` to walk it without weights.",
+        m.config.name, T, need / 1e9, have / 1e9));
+  if (!model_dir.empty()) {
+    CheckpointOptions opt;
+    opt.weight_block_size = m.config.weight_block_size;
+    m.source = std::make_unique<Checkpoint>(model_dir, opt);
+  } else {
+    m.source = std::unique_ptr<TensorSource>(new GeneratorSource(generator_source(m.config, seed)));
+  }
+  m.weights = std::make_unique<SourceStore>(m.config, *m.source, with_mtp);
+  return m;
+}
+
+double peak_rss_bytes() {
+  struct rusage u {};
+  if (::getrusage(RUSAGE_SELF, &u) != 0) return 0;
+  return static_cast<double>(u.ru_maxrss) * 1024.0;  // Linux reports kilobytes
 }
 
 std::string ModelSource::describe() const {

@@ -6,6 +6,7 @@
 
 #include <CLI/CLI.hpp>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -14,6 +15,7 @@
 #include "reference/deepseek/loader.hpp"
 #include "reference/deepseek/mla.hpp"
 #include "reference/deepseek/model.hpp"
+#include "reference/deepseek/weight_store.hpp"
 
 namespace dsr1::cli {
 
@@ -26,9 +28,17 @@ struct ModelSource {
   void add_options(CLI::App& sub);
   // The config alone (no weights), validated.
   Config config() const;
-  // Config and weights. Refuses, with the number of bytes it would need, a model whose
-  // double-precision weights do not fit in this machine's memory (use `dsr1 dry-run` then).
+  // Config and every weight in memory. Refuses, with the number of bytes it would need, a model
+  // whose double-precision weights do not fit in this machine's memory.
   LoadedModel load(bool with_mtp) const;
+  // Config and a weight store that fetches each layer when it runs (any size of model). Refuses
+  // a model whose working set for T tokens (working_set_bytes) does not fit in memory.
+  struct Opened {
+    Config config;
+    std::unique_ptr<TensorSource> source;  // the checkpoint or the generator
+    std::unique_ptr<SourceStore> weights;
+  };
+  Opened open(bool with_mtp, std::int64_t T) const;
   std::string describe() const;
 };
 
@@ -38,6 +48,10 @@ struct RunOptions {
   void add_options(CLI::App& sub);
   ref::ForwardOptions forward_options() const;
 };
+
+// This process's peak resident set so far, in bytes (getrusage; file pages mapped and touched
+// count too).
+double peak_rss_bytes();
 
 // "1,2,3" -> {1, 2, 3}; throws naming the bad item.
 std::vector<std::int64_t> parse_token_list(const std::string& text, const std::string& option);

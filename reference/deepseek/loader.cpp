@@ -139,6 +139,23 @@ std::vector<CatalogueEntry> checkpoint_catalogue(const Config& cfg) {
 
 namespace {
 
+// W [rows, cols] (Armadillo's column-major) from a row-major buffer: W(r, c) = data[r*cols + c].
+// This is the one transpose between the checkpoint's layout and the model's. It walks 32 x 32
+// tiles so that the reads and the writes of a tile both stay in cache: a plain element-by-element
+// transpose of a 7168 x 16384 matrix misses the cache on every write and costs ten times more.
+arma::mat from_row_major(const double* data, u64 rows, u64 cols) {
+  arma::mat W(rows, cols);
+  double* w = W.memptr();
+  constexpr u64 tile = 32;
+  for (u64 r0 = 0; r0 < rows; r0 += tile)
+    for (u64 c0 = 0; c0 < cols; c0 += tile) {
+      const u64 r1 = std::min(rows, r0 + tile), c1 = std::min(cols, c0 + tile);
+      for (u64 c = c0; c < c1; ++c)
+        for (u64 r = r0; r < r1; ++r) w[c * rows + r] = data[r * cols + c];
+    }
+  return W;
+}
+
 class Reader {
  public:
   explicit Reader(const TensorSource& src) : src_(src) {}
@@ -166,13 +183,31 @@ class Reader {
   // A linear map [out, in]: the row-major buffer read column-major is W^T, so transpose once.
   arma::mat matrix(const std::string& name, u64 out, u64 in) const {
     TensorData t = get(name, {out, in});
-    const arma::mat Wt(t.data.data(), in, out, /*copy_aux_mem=*/false, /*strict=*/true);
-    return Wt.t();
+    return from_row_major(t.data.data(), out, in);
   }
 
   arma::vec vector(const std::string& name, u64 n) const {
     TensorData t = get(name, {n});
     return arma::vec(t.data);
+  }
+
+  // Rows first .. first+count-1 of a table [rows, cols] (the embedding, the LM head) as an
+  // arma::mat [count, cols].
+  arma::mat rows(const std::string& name, u64 rows, u64 cols, u64 first, u64 count) const {
+    if (!src_.has(name))
+      throw std::runtime_error(fmt::format("{}: missing tensor '{}' (expected shape {})",
+                                           src_.describe(), name, shape_str({rows, cols})));
+    const auto got = src_.shape(name);
+    if (got != std::vector<u64>{rows, cols})
+      throw std::runtime_error(fmt::format("{}: tensor '{}' has shape {}, expected {} from the config",
+                                           src_.describe(), name, shape_str(got),
+                                           shape_str({rows, cols})));
+    TensorData t = src_.read_rows(name, first, count);
+    if (t.data.size() != count * cols)
+      throw std::runtime_error(fmt::format("{}: tensor '{}' rows {}..{} read back with {} values, "
+                                           "expected {}", src_.describe(), name, first,
+                                           first + count - 1, t.data.size(), count * cols));
+    return from_row_major(t.data.data(), count, cols);
   }
 
   bool has(const std::string& name) const { return src_.has(name); }
@@ -189,6 +224,8 @@ FfnWeights load_ffn(const Reader& rd, const std::string& p, u64 d, u64 width) {
   return f;
 }
 
+// Block weights under prefix p, without the routed experts (moe.experts stays empty): the
+// experts are read one at a time, when the router chooses them (load_expert_weights).
 BlockWeights load_block(const Config& c, const Reader& rd, const std::string& p, bool is_moe) {
   const u64 d = c.hidden_size, n_h = c.num_attention_heads, d_nope = c.qk_nope_head_dim,
             d_rope = c.qk_rope_head_dim, d_v = c.v_head_dim, r_kv = c.kv_lora_rank;
@@ -241,9 +278,6 @@ BlockWeights load_block(const Config& c, const Reader& rd, const std::string& p,
   const u64 N_r = c.n_routed_experts;
   b.moe.W_g = rd.matrix(p + "mlp.gate.weight", N_r, d);
   if (c.has_gate_bias()) b.moe.b = rd.vector(p + "mlp.gate.e_score_correction_bias", N_r);
-  b.moe.experts.reserve(N_r);
-  for (u64 j = 0; j < N_r; ++j)
-    b.moe.experts.push_back(load_ffn(rd, fmt::format("{}mlp.experts.{}.", p, j), d, c.moe_intermediate_size));
   if (c.n_shared_experts > 0)
     b.moe.shared = load_ffn(rd, p + "mlp.shared_experts.", d, c.n_shared_experts * c.moe_intermediate_size);
   return b;
@@ -274,45 +308,120 @@ void check_no_unexpected(const Config& c, const TensorSource& src) {
 
 }  // namespace
 
-ModelWeights load_weights(const Config& cfg, const TensorSource& src, bool with_mtp) {
+void check_source(const Config& cfg, const TensorSource& src, bool with_mtp) {
   validate(cfg);
   if (with_mtp && cfg.num_nextn_predict_layers == 0)
     throw std::invalid_argument(fmt::format(
         "load_weights: MTP requested but config '{}' has num_nextn_predict_layers = 0", cfg.name));
   check_no_unexpected(cfg, src);
+}
+
+namespace {
+
+void check_layer_index(const Config& cfg, std::int64_t l) {
+  if (l < 0 || l > cfg.num_hidden_layers || (l == cfg.num_hidden_layers && cfg.num_nextn_predict_layers == 0))
+    throw std::out_of_range(fmt::format(
+        "layer {} of config '{}': expected 0..{} (num_hidden_layers = {}{})", l, cfg.name,
+        cfg.num_nextn_predict_layers > 0 ? cfg.num_hidden_layers : cfg.num_hidden_layers - 1,
+        cfg.num_hidden_layers, cfg.num_nextn_predict_layers > 0 ? ", the last is the MTP module" : ""));
+}
+
+}  // namespace
+
+BlockWeights load_block_weights(const Config& cfg, const TensorSource& src, std::int64_t l) {
+  check_layer_index(cfg, l);
+  return load_block(cfg, Reader(src), layer_prefix(l), cfg.is_moe_layer(l));
+}
+
+FfnWeights load_expert_weights(const Config& cfg, const TensorSource& src, std::int64_t l,
+                               std::int64_t j) {
+  check_layer_index(cfg, l);
+  if (!cfg.is_moe_layer(l) || j < 0 || j >= cfg.n_routed_experts)
+    throw std::out_of_range(fmt::format(
+        "routed expert {} of layer {}: config '{}' has {} (layers {}.. are MoE)", j, l, cfg.name,
+        cfg.is_moe_layer(l) ? fmt::format("experts 0..{}", cfg.n_routed_experts - 1)
+                            : std::string("no routed experts in this layer"),
+        cfg.first_k_dense_replace));
+  return load_ffn(Reader(src), fmt::format("{}mlp.experts.{}.", layer_prefix(l), j),
+                  cfg.hidden_size, cfg.moe_intermediate_size);
+}
+
+std::string table_name(const Config& cfg, const TensorSource& src, Table table) {
+  const std::string mtp = layer_prefix(cfg.num_hidden_layers);
+  const std::string embed = "model.embed_tokens.weight";
+  const std::string head = cfg.tie_word_embeddings ? embed : std::string("lm_head.weight");
+  switch (table) {
+    case Table::Embedding: return embed;
+    case Table::Head: return head;
+    // The release stores copies of the embedding and head in the MTP layer; use them when present.
+    case Table::MtpEmbedding: return src.has(mtp + "embed_tokens.weight") ? mtp + "embed_tokens.weight" : embed;
+    case Table::MtpHead: return src.has(mtp + "shared_head.head.weight") ? mtp + "shared_head.head.weight" : head;
+  }
+  return embed;
+}
+
+arma::mat load_table_rows(const Config& cfg, const TensorSource& src, Table table,
+                          std::uint64_t first, std::uint64_t count) {
+  return Reader(src).rows(table_name(cfg, src, table), cfg.vocab_size, cfg.hidden_size, first, count);
+}
+
+MtpWeights load_mtp_weights(const Config& cfg, const TensorSource& src) {
+  check_layer_index(cfg, cfg.num_hidden_layers);
   const Reader rd(src);
-  const u64 d = cfg.hidden_size, V = cfg.vocab_size;
+  const u64 d = cfg.hidden_size;
+  const std::string p = layer_prefix(cfg.num_hidden_layers);
+  MtpWeights m;
+  m.w_enorm = rd.vector(p + "enorm.weight", d);
+  m.w_hnorm = rd.vector(p + "hnorm.weight", d);
+  m.W_eh = rd.matrix(p + "eh_proj.weight", d, 2 * d);
+  m.block = load_block(cfg, rd, p, cfg.is_moe_layer(cfg.num_hidden_layers));
+  m.w_head_norm = rd.vector(p + "shared_head.norm.weight", d);
+  return m;
+}
+
+arma::vec load_final_norm(const Config& cfg, const TensorSource& src) {
+  return Reader(src).vector("model.norm.weight", cfg.hidden_size);
+}
+
+// The whole model in memory: every piece the weight store fetches on demand, fetched now.
+ModelWeights load_weights(const Config& cfg, const TensorSource& src, bool with_mtp) {
+  check_source(cfg, src, with_mtp);
+  const u64 V = cfg.vocab_size;
+  // Every routed expert of MoE layer l, in index order.
+  auto all_experts = [&](std::int64_t l) {
+    std::vector<FfnWeights> experts;
+    if (cfg.is_moe_layer(l))
+      for (std::int64_t j = 0; j < cfg.n_routed_experts; ++j)
+        experts.push_back(load_expert_weights(cfg, src, l, j));
+    return experts;
+  };
   ModelWeights w;
-  w.E = rd.matrix("model.embed_tokens.weight", V, d).t();  // [d, V]: column v embeds token v
+  w.E = load_table_rows(cfg, src, Table::Embedding, 0, V).t();  // [d, V]: column v embeds token v
   w.layers.reserve(cfg.num_hidden_layers);
-  for (std::int64_t l = 0; l < cfg.num_hidden_layers; ++l)
-    w.layers.push_back(load_block(cfg, rd, layer_prefix(l), cfg.is_moe_layer(l)));
-  w.w_final_norm = rd.vector("model.norm.weight", d);
-  w.W_head = cfg.tie_word_embeddings ? arma::mat(w.E.t()) : rd.matrix("lm_head.weight", V, d);
+  for (std::int64_t l = 0; l < cfg.num_hidden_layers; ++l) {
+    w.layers.push_back(load_block_weights(cfg, src, l));
+    w.layers.back().moe.experts = all_experts(l);
+  }
+  w.w_final_norm = load_final_norm(cfg, src);
+  w.W_head = load_table_rows(cfg, src, Table::Head, 0, V);
   if (with_mtp) {
+    MtpWeights m = load_mtp_weights(cfg, src);
+    m.block.moe.experts = all_experts(cfg.num_hidden_layers);
     const std::string p = layer_prefix(cfg.num_hidden_layers);
-    MtpWeights m;
-    m.w_enorm = rd.vector(p + "enorm.weight", d);
-    m.w_hnorm = rd.vector(p + "hnorm.weight", d);
-    m.W_eh = rd.matrix(p + "eh_proj.weight", d, 2 * d);
-    m.block = load_block(cfg, rd, p, cfg.is_moe_layer(cfg.num_hidden_layers));
-    m.w_head_norm = rd.vector(p + "shared_head.norm.weight", d);
-    // The release stores copies of the embedding and head here; use them when present.
-    if (rd.has(p + "embed_tokens.weight")) m.E = rd.matrix(p + "embed_tokens.weight", V, d).t();
-    if (rd.has(p + "shared_head.head.weight")) m.W_head = rd.matrix(p + "shared_head.head.weight", V, d);
+    if (src.has(p + "embed_tokens.weight")) m.E = load_table_rows(cfg, src, Table::MtpEmbedding, 0, V).t();
+    if (src.has(p + "shared_head.head.weight")) m.W_head = load_table_rows(cfg, src, Table::MtpHead, 0, V);
     w.mtp = std::move(m);
   }
   return w;
 }
 
-namespace {
-
-// The generator under the catalogue of `cfg` (MTP layer included).
 GeneratorSource generator_source(const Config& cfg, std::uint64_t seed) {
   std::vector<GeneratorSource::Entry> entries;
   for (const auto& it : model_items(cfg, true)) entries.push_back({it.name, it.shape});
   return GeneratorSource(seed, std::move(entries));
 }
+
+namespace {
 
 // Serves another source's tensors rounded to bfloat16 (nearest even), as a BF16 checkpoint
 // holds them; the gate bias stays F32 as write_checkpoint keeps it.
@@ -323,8 +432,10 @@ class Bf16RoundingSource : public TensorSource {
   std::vector<std::uint64_t> shape(const std::string& name) const override { return inner_.shape(name); }
   std::vector<std::string> names() const override { return inner_.names(); }
   std::string describe() const override { return inner_.describe() + " rounded to BF16"; }
-  TensorData read(const std::string& name) const override {
-    TensorData t = inner_.read(name);
+  const SourceCounters& counters() const override { return inner_.counters(); }
+  TensorData read_rows(const std::string& name, std::uint64_t first,
+                       std::uint64_t count) const override {
+    TensorData t = inner_.read_rows(name, first, count);
     if (name.ends_with("e_score_correction_bias")) return t;
     for (double& v : t.data) v = st::decode_bf16(st::encode_bf16(static_cast<float>(v)));
     return t;

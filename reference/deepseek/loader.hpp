@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "reference/io/checkpoint.hpp"
+#include "reference/io/generator.hpp"
 #include "reference/deepseek/config.hpp"
 #include "reference/io/safetensors.hpp"
 #include "reference/io/tensor_source.hpp"
@@ -36,12 +37,40 @@ std::vector<CatalogueEntry> checkpoint_catalogue(const Config& cfg);
 // The dtype of the released tensors of `torch_dtype` ("bfloat16" -> BF16, ...).
 safetensors::DType dtype_of_torch_dtype(const std::string& torch_dtype);
 
+// Pieces of the model read from `src` when asked: what the weight store (weight_store.hpp)
+// fetches on demand, and what load_weights fetches all at once. Each checks every shape against
+// the config and throws naming the source and the tensor.
+//
+// Block l (0 <= l < L; l = L is the MTP module's block) WITHOUT its routed experts: the norms,
+// MLA (fused tensors split), and the dense FFN, or the router (W_g, b) and the shared expert.
+BlockWeights load_block_weights(const Config& cfg, const TensorSource& src, std::int64_t l);
+// Routed expert j of MoE layer l.
+FfnWeights load_expert_weights(const Config& cfg, const TensorSource& src, std::int64_t l,
+                               std::int64_t j);
+// The [V, d] tables: the embedding (row v = token v), the LM head, and the MTP module's copies
+// of both (the main ones when the checkpoint has no copies).
+enum class Table { Embedding, Head, MtpEmbedding, MtpHead };
+// Rows first .. first+count-1 of a table, as an arma::mat [count, d].
+arma::mat load_table_rows(const Config& cfg, const TensorSource& src, Table table,
+                          std::uint64_t first, std::uint64_t count);
+// model.norm.weight [d].
+arma::vec load_final_norm(const Config& cfg, const TensorSource& src);
+// The MTP module without its tables and without its block's routed experts.
+MtpWeights load_mtp_weights(const Config& cfg, const TensorSource& src);
+// Checks, before anything is read, that the config is valid and that the source holds no tensor
+// the config does not describe (with_mtp: the config must have an MTP module).
+void check_source(const Config& cfg, const TensorSource& src, bool with_mtp);
+
 // Loads every matrix of the model from `src`, checking each shape against the config.
 // Throws naming the source and the tensor for a missing tensor, a shape other than the
 // config implies (got and expected), or a tensor the config does not describe (for example
 // a layer past num_hidden_layers). `with_mtp` loads the MTP layer too (requires
 // num_nextn_predict_layers = 1); without it the MTP layer's tensors are ignored.
 ModelWeights load_weights(const Config& cfg, const TensorSource& src, bool with_mtp);
+
+// The portable generator (generator.hpp) under every tensor name and shape of the config's
+// checkpoint catalogue (the MTP layer included): a TensorSource that makes values on demand.
+GeneratorSource generator_source(const Config& cfg, std::uint64_t seed);
 
 // The portable generator's model (generator.hpp): load_weights over GeneratorSource(seed,
 // catalogue). Includes the MTP module when the config has one.

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 #include <stdexcept>
 #include <string>
@@ -49,20 +50,13 @@ void check_finite(const arma::mat& x, std::string_view stage, std::int64_t layer
             x(i, t), layer >= 0 ? fmt::format("layers.{}.", layer) : std::string(), stage, t, i));
 }
 
-// h_t = E[token_t]: column v of E is the embedding of token v. No scaling, no positional add
-// (positions enter only through RoPE inside attention).                            spec §2
-arma::mat embed(const arma::mat& E, const std::vector<std::int64_t>& tokens) {
-  arma::mat h(E.n_rows, tokens.size());
-  for (std::size_t t = 0; t < tokens.size(); ++t) h.col(t) = E.col(static_cast<arma::uword>(tokens[t]));
-  return h;
-}
-
 // One decoder block, pre-norm with two residuals:                                 spec §2
 //   h = h + MLA(RMSNorm_attn(h));  h = h + FFN(RMSNorm_ffn(h))
 // h: [d, T];  returns [d, T]
-arma::mat decoder_block(const arma::mat& h_in, const BlockWeights& B, const Config& c,
-                        std::int64_t pos0, LatentKvCache* cache, const ForwardOptions& opt,
-                        Tracer* tr, std::int64_t layer) {
+// The routed experts of an MoE block are fetched from `weights` when the router picks them.
+arma::mat decoder_block(const arma::mat& h_in, const BlockWeights& B, const WeightStore& weights,
+                        const Config& c, std::int64_t pos0, LatentKvCache* cache,
+                        const ForwardOptions& opt, Tracer* tr, std::int64_t layer) {
   const arma::mat attn_norm = rmsnorm(h_in, B.w_attn_norm, c.rms_norm_eps);
   TRACE(tr, "attn_norm", attn_norm);
   const arma::mat u = mla_forward(attn_norm, B.attn, c, pos0, cache, mla_options(opt), tr);
@@ -73,7 +67,8 @@ arma::mat decoder_block(const arma::mat& h_in, const BlockWeights& B, const Conf
   const arma::mat ffn_norm = rmsnorm(h_attn, B.w_ffn_norm, c.rms_norm_eps);
   TRACE(tr, "ffn_norm", ffn_norm);
   // The first first_k_dense_replace layers keep a dense SwiGLU FFN; the rest are MoE.
-  const arma::mat f = B.is_moe ? moe_forward(ffn_norm, B.moe, c, opt.faults, tr)
+  const ExpertFetch expert = [&](std::int64_t j) { return weights.expert(layer, j); };
+  const arma::mat f = B.is_moe ? moe_forward(ffn_norm, B.moe, expert, c, opt.faults, tr)
                                : swiglu_ffn(ffn_norm, B.dense, tr, "ffn");
   const arma::mat h = h_attn + f;  // residual around the FFN / MoE
   TRACE(tr, "h", h);
@@ -81,16 +76,18 @@ arma::mat decoder_block(const arma::mat& h_in, const BlockWeights& B, const Conf
   return h;
 }
 
-void check_weights_match(const ModelWeights& W, const Config& c) {
-  if (static_cast<std::int64_t>(W.layers.size()) != c.num_hidden_layers)
-    throw std::invalid_argument(fmt::format("weights have {} layers but config '{}' says "
-                                            "num_hidden_layers = {}",
-                                            W.layers.size(), c.name, c.num_hidden_layers));
-  if (static_cast<std::int64_t>(W.E.n_rows) != c.hidden_size ||
-      static_cast<std::int64_t>(W.E.n_cols) != c.vocab_size)
-    throw std::invalid_argument(fmt::format(
-        "embedding is [{} x {}], expected [d={} x V={}]", W.E.n_rows, W.E.n_cols, c.hidden_size,
-        c.vocab_size));
+// logits = W_head x, the head read kWeightStore::kHeadRowBlock rows at a time so that the
+// [V, d] matrix (0.9 billion values in V3) is never whole in memory. Each row block is one
+// product, the same whatever store the rows come from. x: [d, T];  returns [V, T].
+arma::mat lm_head(const WeightStore& weights, const Config& c, const arma::mat& x, bool mtp) {
+  const std::uint64_t V = static_cast<std::uint64_t>(c.vocab_size);
+  arma::mat logits(V, x.n_cols);
+  for (std::uint64_t first = 0; first < V; first += WeightStore::kHeadRowBlock) {
+    const std::uint64_t n = std::min(WeightStore::kHeadRowBlock, V - first);
+    const arma::mat W_rows = mtp ? weights.mtp_head_rows(first, n) : weights.head_rows(first, n);  // [n, d]
+    logits.rows(first, first + n - 1) = W_rows * x;
+  }
+  return logits;
 }
 
 }  // namespace
@@ -103,11 +100,10 @@ ModelCache make_cache(const Config& c) {
   return cache;
 }
 
-arma::mat forward_hidden(const ModelWeights& W, const Config& c,
+arma::mat forward_hidden(const WeightStore& weights, const Config& c,
                          const std::vector<std::int64_t>& tokens, std::int64_t pos0,
                          ModelCache* cache, const ForwardOptions& opt, Tracer* tr,
                          arma::mat* h_final) {
-  check_weights_match(W, c);
   if (tokens.empty()) throw std::invalid_argument("forward: no tokens given");
   if (cache == nullptr && pos0 != 0)
     throw std::invalid_argument(fmt::format(
@@ -118,20 +114,35 @@ arma::mat forward_hidden(const ModelWeights& W, const Config& c,
         cache->length(), pos0));
   check_inputs(c, tokens, pos0);
 
-  arma::mat h = embed(W.E, tokens);  // h: [d, T]
+  arma::mat h = weights.embedding(tokens);  // h: [d, T], the rows E[tokens] only
   TRACE(tr, "embed.h", h);
   for (std::int64_t l = 0; l < c.num_hidden_layers; ++l) {
     TraceScope scope(tr, fmt::format("layers.{}", l));
     LatentKvCache* layer_cache = cache ? &cache->layers[static_cast<std::size_t>(l)] : nullptr;
-    h = decoder_block(h, W.layers[static_cast<std::size_t>(l)], c, pos0, layer_cache, opt, tr, l);
+    const BlockWeights W = weights.block(l);  // fetched now, released at the end of the iteration
+    h = decoder_block(h, W, weights, c, pos0, layer_cache, opt, tr, l);
+    if (opt.on_layer_done) opt.on_layer_done(l, c.num_hidden_layers);
   }
-  const arma::mat final_norm = rmsnorm(h, W.w_final_norm, c.rms_norm_eps);
+  const arma::mat final_norm = rmsnorm(h, weights.final_norm(), c.rms_norm_eps);
   TRACE(tr, "final_norm", final_norm);
-  const arma::mat logits = W.W_head * final_norm;  // logits: [V, T]
+  const arma::mat logits = lm_head(weights, c, final_norm, false);  // logits: [V, T]
   TRACE(tr, "logits", logits);
   check_finite(logits, "logits", -1);
   if (h_final) *h_final = final_norm;
   return logits;
+}
+
+arma::mat forward_hidden(const ModelWeights& W, const Config& c,
+                         const std::vector<std::int64_t>& tokens, std::int64_t pos0,
+                         ModelCache* cache, const ForwardOptions& opt, Tracer* tr,
+                         arma::mat* h_final) {
+  const InMemoryStore weights(W, c);
+  return forward_hidden(weights, c, tokens, pos0, cache, opt, tr, h_final);
+}
+
+arma::mat forward(const WeightStore& W, const Config& c, const std::vector<std::int64_t>& tokens,
+                  std::int64_t pos0, ModelCache* cache, const ForwardOptions& opt, Tracer* tr) {
+  return forward_hidden(W, c, tokens, pos0, cache, opt, tr, nullptr);
 }
 
 arma::mat forward(const ModelWeights& W, const Config& c, const std::vector<std::int64_t>& tokens,
@@ -140,6 +151,13 @@ arma::mat forward(const ModelWeights& W, const Config& c, const std::vector<std:
 }
 
 arma::mat forward_incremental(const ModelWeights& W, const Config& c,
+                              const std::vector<std::int64_t>& tokens, std::int64_t P,
+                              const ForwardOptions& opt, Tracer* tr) {
+  const InMemoryStore weights(W, c);
+  return forward_incremental(weights, c, tokens, P, opt, tr);
+}
+
+arma::mat forward_incremental(const WeightStore& W, const Config& c,
                               const std::vector<std::int64_t>& tokens, std::int64_t P,
                               const ForwardOptions& opt, Tracer* tr) {
   const auto T = static_cast<std::int64_t>(tokens.size());
@@ -177,6 +195,14 @@ std::vector<std::int64_t> generate_greedy(const ModelWeights& W, const Config& c
                                           const std::vector<std::int64_t>& prompt,
                                           std::int64_t n_new, const ForwardOptions& opt,
                                           Tracer* tr) {
+  const InMemoryStore weights(W, c);
+  return generate_greedy(weights, c, prompt, n_new, opt, tr);
+}
+
+std::vector<std::int64_t> generate_greedy(const WeightStore& W, const Config& c,
+                                          const std::vector<std::int64_t>& prompt,
+                                          std::int64_t n_new, const ForwardOptions& opt,
+                                          Tracer* tr) {
   if (prompt.empty()) throw std::invalid_argument("generate: the prompt is empty");
   if (n_new < 0) throw std::invalid_argument("generate: the number of new tokens is negative");
   check_inputs(c, prompt, 0);
@@ -210,6 +236,16 @@ arma::mat mtp_forward(const ModelWeights& W, const Config& c, const arma::mat& h
   if (!W.mtp) throw std::invalid_argument(fmt::format(
       "config '{}' has no Multi-Token Prediction module (num_nextn_predict_layers = {})", c.name,
       c.num_nextn_predict_layers));
+  const InMemoryStore weights(W, c);
+  return mtp_forward(weights, c, h_final, tokens, opt, tr);
+}
+
+arma::mat mtp_forward(const WeightStore& weights, const Config& c, const arma::mat& h_final,
+                      const std::vector<std::int64_t>& tokens, const ForwardOptions& opt,
+                      Tracer* tr) {
+  if (!weights.has_mtp()) throw std::invalid_argument(fmt::format(
+      "config '{}' has no Multi-Token Prediction module (num_nextn_predict_layers = {})", c.name,
+      c.num_nextn_predict_layers));
   const auto T = static_cast<std::int64_t>(tokens.size());
   if (T < 2) throw std::invalid_argument("mtp: needs at least 2 tokens (it predicts token i+2)");
   if (static_cast<std::int64_t>(h_final.n_cols) != T ||
@@ -217,15 +253,13 @@ arma::mat mtp_forward(const ModelWeights& W, const Config& c, const arma::mat& h
     throw std::invalid_argument(fmt::format("mtp: h_final is [{} x {}], expected [d={} x T={}]",
                                             h_final.n_rows, h_final.n_cols, c.hidden_size, T));
   check_inputs(c, tokens, 0);
-  const MtpWeights& M = *W.mtp;
-  const arma::mat& E = M.E.is_empty() ? W.E : M.E;
-  const arma::mat& W_head = M.W_head.is_empty() ? W.W_head : M.W_head;
+  const MtpWeights M = weights.mtp();  // norms, W_eh, the block (its experts fetched when chosen)
   TraceScope scope(tr, "mtp");
 
   // Position i combines the main model's state after token i with the embedding of token
   // i+1, and predicts token i+2 (depth 1).                                        spec §9
   const std::vector<std::int64_t> next(tokens.begin() + 1, tokens.end());
-  const arma::mat emb = embed(E, next);                                  // [d, T-1]
+  const arma::mat emb = weights.mtp_embedding(next);                     // [d, T-1]
   const arma::mat emb_norm = rmsnorm(emb, M.w_enorm, c.rms_norm_eps);    // RMSNorm_e
   const arma::mat h_norm = rmsnorm(h_final.cols(0, T - 2), M.w_hnorm, c.rms_norm_eps);  // RMSNorm_h
   TRACE(tr, "emb_norm", emb_norm);
@@ -240,12 +274,12 @@ arma::mat mtp_forward(const ModelWeights& W, const Config& c, const arma::mat& h
   arma::mat h;
   {
     TraceScope block_scope(tr, "block");
-    h = decoder_block(h_proj, M.block, c, 0, nullptr, opt, tr, c.num_hidden_layers);
+    h = decoder_block(h_proj, M.block, weights, c, 0, nullptr, opt, tr, c.num_hidden_layers);
   }
   // shared_head.norm is a separate RMSNorm applied before the head (pitfall P11).
   const arma::mat head_norm = rmsnorm(h, M.w_head_norm, c.rms_norm_eps);
   TRACE(tr, "head_norm", head_norm);
-  const arma::mat logits = W_head * head_norm;  // [V, T-1]
+  const arma::mat logits = lm_head(weights, c, head_norm, true);  // [V, T-1]
   TRACE(tr, "logits", logits);
   return logits;
 }

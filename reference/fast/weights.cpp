@@ -59,19 +59,27 @@ MlaWeightsF convert_mla(const MlaWeights& A, const Config& c, WeightType type) {
 }
 
 ModelWeightsF convert_weights(const ModelWeights& W, const Config& c, WeightType type) {
+  return convert_weights(InMemoryStore(W, c), c, type);
+}
+
+ModelWeightsF convert_weights(const WeightStore& W, const Config& c, WeightType type) {
   const std::int64_t d = c.d(), L = c.num_hidden_layers;
-  if (static_cast<std::int64_t>(W.layers.size()) != L)
-    throw std::invalid_argument(fmt::format("fast::convert_weights: {} layers given, config '{}' has {}",
-                                            W.layers.size(), c.name, L));
-  expect(W.E, d, c.vocab_size, "E");
-  expect(W.W_head, c.vocab_size, d, "W_head");
+  const auto V = static_cast<std::uint64_t>(c.vocab_size);
   ModelWeightsF F;
   F.type = type;
-  F.E = arma::conv_to<arma::fmat>::from(W.E);
-  F.w_final_norm = to_floats(W.w_final_norm);
-  F.W_head = pack_matrix(W.W_head, type);
+  F.E.set_size(static_cast<arma::uword>(d), V);  // [d, V], filled a block of tokens at a time
+  for (std::uint64_t first = 0; first < V; first += WeightStore::kHeadRowBlock) {
+    const std::uint64_t n = std::min(WeightStore::kHeadRowBlock, V - first);
+    F.E.cols(first, first + n - 1) = arma::conv_to<arma::fmat>::from(W.embedding_rows(first, n).t());
+  }
+  F.w_final_norm = to_floats(W.final_norm());
+  {
+    const arma::mat W_head = W.head_rows(0, V);  // [V, d], one matrix at a time
+    expect(W_head, c.vocab_size, d, "W_head");
+    F.W_head = pack_matrix(W_head, type);
+  }
   for (std::int64_t l = 0; l < L; ++l) {
-    const BlockWeights& B = W.layers[static_cast<std::size_t>(l)];
+    const BlockWeights B = W.block(l);  // this layer only, in double, released after packing
     BlockWeightsF b;
     b.w_attn_norm = to_floats(B.w_attn_norm);
     b.w_ffn_norm = to_floats(B.w_ffn_norm);
@@ -82,7 +90,9 @@ ModelWeightsF convert_weights(const ModelWeights& W, const Config& c, WeightType
       expect(M.W_g, c.n_routed_experts, d, fmt::format("layers.{}.moe.W_g", l));
       b.moe.W_g = pack_matrix(M.W_g, type);
       for (arma::uword i = 0; i < M.b.n_elem; ++i) b.moe.b.push_back(M.b(i));
-      for (const FfnWeights& e : M.experts) b.moe.experts.push_back(convert_ffn(e, type));
+      // The fast path routes at run time, so every expert is packed, one fetched at a time.
+      for (std::int64_t j = 0; j < c.n_routed_experts; ++j)
+        b.moe.experts.push_back(convert_ffn(W.expert(l, j), type));
       if (M.shared) b.moe.shared = convert_ffn(*M.shared, type);
     } else {
       b.dense = convert_ffn(B.dense, type);

@@ -20,6 +20,7 @@
 
 #include "reference/deepseek/config.hpp"
 #include "reference/fast/gemm.hpp"
+#include "reference/deepseek/weight_store.hpp"
 #include "reference/deepseek/weights.hpp"
 
 namespace dsr1::fast {
@@ -69,6 +70,10 @@ struct ModelWeightsF {
 // rounded to bfloat16 (nearest even): exact when the weights came from a BF16 checkpoint,
 // otherwise the fast path computes the model with its matrices so rounded.
 ModelWeightsF convert_weights(const ModelWeights& W, const Config& c,
+                              WeightType type = WeightType::F32);
+// The same, packing straight from a weight store (a checkpoint or the generator), one layer and
+// one expert at a time: the double-precision model is never whole in memory.
+ModelWeightsF convert_weights(const WeightStore& W, const Config& c,
                               WeightType type = WeightType::F32);
 FfnWeightsF convert_ffn(const FfnWeights& W, WeightType type = WeightType::F32);
 // One layer's attention (checked with ref::check_mla_weights): for full-scale single layers.

@@ -33,14 +33,17 @@ struct CheckpointOptions {
   Faults faults;
 };
 
-// Block dequantization of one FP8 weight. wq: [rows, cols] row-major decoded e4m3 values;
-// scale: [ceil(rows/B), ceil(cols/B)] row-major. Returns W row-major. `what` names the tensor
-// in error messages. Throws if the scale grid has the wrong shape.
-std::vector<double> dequantize_fp8_blocks(const std::vector<double>& wq, std::uint64_t rows,
-                                          std::uint64_t cols, const std::vector<double>& scale,
-                                          std::uint64_t scale_rows, std::uint64_t scale_cols,
-                                          std::uint64_t block, const Faults& faults,
-                                          const std::string& what);
+// Block dequantization of rows first .. first+count-1 of one FP8 weight [rows, cols].
+// wq: [count, cols] row-major decoded e4m3 values of those rows; scale: the whole grid
+// [ceil(rows/B), ceil(cols/B)] row-major. Returns W's rows, row-major:
+//   W[r][c] = wq[r][c] * scale[floor(r/B)][floor(c/B)]
+// `what` names the tensor in error messages. Throws if the scale grid has the wrong shape.
+std::vector<double> dequantize_fp8_rows(const std::vector<double>& wq, std::uint64_t rows,
+                                        std::uint64_t cols, std::uint64_t first,
+                                        std::uint64_t count, const std::vector<double>& scale,
+                                        std::uint64_t scale_rows, std::uint64_t scale_cols,
+                                        std::uint64_t block, const Faults& faults,
+                                        const std::string& what);
 
 class Checkpoint : public TensorSource {
  public:
@@ -52,10 +55,13 @@ class Checkpoint : public TensorSource {
   bool has(const std::string& name) const override;
   std::vector<std::uint64_t> shape(const std::string& name) const override;
   // Values as doubles, FP8 dequantized; throws for non-float dtypes, non-finite values, an
-  // FP8 weight without its scale, or a scale grid of the wrong shape.
-  TensorData read(const std::string& name) const override;
+  // FP8 weight without its scale, or a scale grid of the wrong shape. The file pages read are
+  // released afterwards, so resident memory does not grow with the checkpoint.
+  TensorData read_rows(const std::string& name, std::uint64_t first,
+                       std::uint64_t count) const override;
   std::vector<std::string> names() const override;  // sorted; includes *_scale_inv tensors
   std::string describe() const override;
+  const SourceCounters& counters() const override { return counters_; }
 
   safetensors::DType dtype(const std::string& name) const;
   const safetensors::TensorInfo& info(const std::string& name) const;
@@ -68,6 +74,7 @@ class Checkpoint : public TensorSource {
   CheckpointOptions options_;
   std::vector<std::unique_ptr<safetensors::File>> files_;
   std::map<std::string, std::size_t> where_;  // tensor name -> index into files_
+  mutable SourceCounters counters_;
 };
 
 // The name of the FP8 scale of weight `name`: "<name>_scale_inv".

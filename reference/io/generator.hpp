@@ -23,6 +23,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "reference/io/tensor_source.hpp"
@@ -41,12 +42,14 @@ float generator_value(std::uint64_t seed, std::string_view name, std::uint64_t i
 
 // Elements first .. first+count-1 of tensor `name` into out[0 .. count-1]: the same values as
 // generator_value, element by element, but the name is hashed and the role decided once per call
-// (a full-scale tensor has up to 10^8 elements). out must hold count doubles (each value is a
-// float32, so double holds it exactly).
+// (a full-scale tensor has up to 10^9 elements). out must hold count doubles (each value is a
+// float32, so double holds it exactly). Large requests are split over the machine's cores; every
+// value is a function of its index alone, so the result does not depend on the thread count.
 void generator_fill(std::uint64_t seed, std::string_view name, std::uint64_t last_dim,
                     std::uint64_t first, std::uint64_t count, double* out);
 
-// A TensorSource that produces every tensor of a given catalogue (name -> shape) lazily.
+// A TensorSource that produces every tensor of a given catalogue (name -> shape) lazily: only the
+// rows asked for are generated, so a full-scale model costs what a forward pass touches.
 class GeneratorSource : public TensorSource {
  public:
   struct Entry {
@@ -56,15 +59,19 @@ class GeneratorSource : public TensorSource {
   GeneratorSource(std::uint64_t seed, std::vector<Entry> catalogue);
   bool has(const std::string& name) const override;
   std::vector<std::uint64_t> shape(const std::string& name) const override;
-  TensorData read(const std::string& name) const override;
+  TensorData read_rows(const std::string& name, std::uint64_t first,
+                       std::uint64_t count) const override;
   std::vector<std::string> names() const override;
   std::string describe() const override;
+  const SourceCounters& counters() const override { return counters_; }
   std::uint64_t seed() const { return seed_; }
 
  private:
   const Entry& find(const std::string& name) const;
   std::uint64_t seed_;
   std::vector<Entry> catalogue_;
+  std::unordered_map<std::string, std::size_t> index_;  // name -> position in catalogue_
+  mutable SourceCounters counters_;
 };
 
 }  // namespace dsr1

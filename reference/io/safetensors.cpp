@@ -360,24 +360,52 @@ const std::uint8_t* File::raw(const std::string& name) const {
 
 std::vector<double> File::read(const std::string& name) const {
   const TensorInfo& t = info(name);
-  const std::uint8_t* p = raw(name);
-  const std::size_t n = t.numel();
+  return read_rows(name, 0, t.shape.empty() ? 1 : t.shape[0]);
+}
+
+namespace {
+
+// n values of type `dtype` at p, converted exactly to double. One loop per dtype, so the
+// conversion is not re-decided for every element.
+void decode_values(DType dtype, const std::uint8_t* p, std::size_t n, double* out) {
+  switch (dtype) {
+    case DType::F64: for (std::size_t i = 0; i < n; ++i) out[i] = load_le<double>(p + 8 * i); break;
+    case DType::F32: for (std::size_t i = 0; i < n; ++i) out[i] = load_le<float>(p + 4 * i); break;
+    case DType::F16: for (std::size_t i = 0; i < n; ++i) out[i] = decode_f16(load_le<std::uint16_t>(p + 2 * i)); break;
+    case DType::BF16: for (std::size_t i = 0; i < n; ++i) out[i] = decode_bf16(load_le<std::uint16_t>(p + 2 * i)); break;
+    case DType::F8_E4M3: for (std::size_t i = 0; i < n; ++i) out[i] = decode_e4m3(p[i]); break;
+    case DType::I64: for (std::size_t i = 0; i < n; ++i) out[i] = static_cast<double>(load_le<std::int64_t>(p + 8 * i)); break;
+    case DType::I32: for (std::size_t i = 0; i < n; ++i) out[i] = load_le<std::int32_t>(p + 4 * i); break;
+    case DType::I16: for (std::size_t i = 0; i < n; ++i) out[i] = load_le<std::int16_t>(p + 2 * i); break;
+    case DType::I8: for (std::size_t i = 0; i < n; ++i) out[i] = static_cast<std::int8_t>(p[i]); break;
+    case DType::U8: case DType::BOOL: for (std::size_t i = 0; i < n; ++i) out[i] = p[i]; break;
+  }
+}
+
+}  // namespace
+
+std::vector<double> File::read_rows(const std::string& name, std::uint64_t first,
+                                    std::uint64_t count) const {
+  const TensorInfo& t = info(name);
+  const std::uint64_t rows = t.shape.empty() ? 1 : t.shape[0];
+  if (first > rows || count > rows - first)
+    fail(path_, fmt::format("tensor '{}' has {} rows; rows {}..{} were asked for", name, rows,
+                            first, first + count - 1));
+  const std::uint64_t row_len = rows == 0 ? 0 : t.numel() / rows;
   const std::size_t es = dtype_size(t.dtype);
-  std::vector<double> out(n);
-  for (std::size_t i = 0; i < n; ++i) {
-    const std::uint8_t* q = p + i * es;
-    switch (t.dtype) {
-      case DType::F64: out[i] = load_le<double>(q); break;
-      case DType::F32: out[i] = load_le<float>(q); break;
-      case DType::F16: out[i] = decode_f16(load_le<std::uint16_t>(q)); break;
-      case DType::BF16: out[i] = decode_bf16(load_le<std::uint16_t>(q)); break;
-      case DType::F8_E4M3: out[i] = decode_e4m3(q[0]); break;
-      case DType::I64: out[i] = static_cast<double>(load_le<std::int64_t>(q)); break;
-      case DType::I32: out[i] = load_le<std::int32_t>(q); break;
-      case DType::I16: out[i] = load_le<std::int16_t>(q); break;
-      case DType::I8: out[i] = static_cast<std::int8_t>(q[0]); break;
-      case DType::U8: case DType::BOOL: out[i] = q[0]; break;
-    }
+  const std::uint64_t begin = data_start_ + t.begin + first * row_len * es;
+  const std::uint64_t bytes = count * row_len * es;
+  std::vector<double> out(count * row_len);
+  decode_values(t.dtype, map_ + begin, out.size(), out.data());
+  bytes_read_ += bytes;
+  // Hand the pages back: the mapping is read-only and private, so they are simply dropped and
+  // would be read from the file again if asked for. A page shared with a neighbouring tensor is
+  // dropped too; that costs a re-read, never a wrong value.
+  if (bytes > 0) {
+    const std::uint64_t page = static_cast<std::uint64_t>(::sysconf(_SC_PAGE_SIZE));
+    const std::uint64_t lo = begin / page * page;
+    const std::uint64_t hi = std::min<std::uint64_t>((begin + bytes + page - 1) / page * page, map_size_);
+    ::madvise(const_cast<std::uint8_t*>(map_) + lo, hi - lo, MADV_DONTNEED);
   }
   return out;
 }

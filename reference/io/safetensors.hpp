@@ -12,6 +12,7 @@
 // and errors name the file, the tensor and what was expected.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -73,6 +74,13 @@ class File {
 
   // The tensor's values converted exactly to double, row-major.
   std::vector<double> read(const std::string& name) const;
+  // Rows first .. first+count-1 of the tensor's first dimension (of a 1-D tensor: elements),
+  // converted exactly to double, row-major. The file pages that held them are handed back to
+  // the kernel afterwards (madvise), so reading a checkpoint does not keep it resident.
+  std::vector<double> read_rows(const std::string& name, std::uint64_t first,
+                                std::uint64_t count) const;
+  // Bytes of tensor data read so far by read() and read_rows().
+  std::uint64_t bytes_read() const { return bytes_read_; }
   // The raw little-endian bytes of a tensor (for byte-exact comparisons).
   const std::uint8_t* raw(const std::string& name) const;
 
@@ -84,6 +92,7 @@ class File {
   const std::uint8_t* map_ = nullptr;
   std::size_t map_size_ = 0;
   std::uint64_t data_start_ = 0;
+  mutable std::atomic<std::uint64_t> bytes_read_{0};
 };
 
 }  // namespace dsr1::safetensors

@@ -14,7 +14,10 @@
 
 #include "reference/deepseek/ffn.hpp"
 #include "reference/io/generator.hpp"
+#include "reference/deepseek/loader.hpp"
 #include "reference/deepseek/mla.hpp"
+#include "reference/deepseek/moe.hpp"
+#include "reference/deepseek/weight_store.hpp"
 #include "reference/io/safetensors.hpp"
 
 namespace dsr1 {
@@ -39,12 +42,6 @@ arma::mat generate_matrix(std::uint64_t seed, const std::string& name, std::uint
   return Wt.t();
 }
 
-static arma::vec generate_vector(std::uint64_t seed, const std::string& name, std::uint64_t n) {
-  arma::vec v(n);
-  generator_fill(seed, name, n, 0, n, v.memptr());
-  return v;
-}
-
 static void check_layer(const Config& c, std::int64_t layer, bool need_moe) {
   validate(c);
   if (layer < 0 || layer >= c.num_hidden_layers)
@@ -58,48 +55,8 @@ static void check_layer(const Config& c, std::int64_t layer, bool need_moe) {
 
 MlaWeights generate_mla_weights(const Config& c, std::uint64_t seed, std::int64_t layer) {
   check_layer(c, layer, false);
-  const u64 d = c.hidden_size, n_h = c.num_attention_heads, d_nope = c.qk_nope_head_dim,
-            d_rope = c.qk_rope_head_dim, d_v = c.v_head_dim, r_kv = c.kv_lora_rank;
-  const std::string p = fmt::format("model.layers.{}.self_attn.", layer);
-  MlaWeights a;
-
-  // Query: q_b_proj (or q_proj) rows are head-major, [q_nope (d_nope) ; q_rope (d_rope)] per head
-  // (spec §4.2), split into W_UQ and W_QR as in loader.cpp.
-  arma::mat Wq;  // [n_h*(d_nope+d_rope), r_q or d]
-  if (c.has_q_lora()) {
-    const u64 r_q = c.q_lora_rank;
-    a.W_DQ = generate_matrix(seed, p + "q_a_proj.weight", r_q, d);
-    a.w_q = generate_vector(seed, p + "q_a_layernorm.weight", r_q);
-    Wq = generate_matrix(seed, p + "q_b_proj.weight", n_h * (d_nope + d_rope), r_q);
-  } else {
-    Wq = generate_matrix(seed, p + "q_proj.weight", n_h * (d_nope + d_rope), d);
-  }
-  a.W_UQ.set_size(n_h * d_nope, Wq.n_cols);
-  a.W_QR.set_size(n_h * d_rope, Wq.n_cols);
-  for (u64 i = 0; i < n_h; ++i) {
-    const u64 head = i * (d_nope + d_rope);
-    a.W_UQ.rows(i * d_nope, (i + 1) * d_nope - 1) = Wq.rows(head, head + d_nope - 1);
-    a.W_QR.rows(i * d_rope, (i + 1) * d_rope - 1) = Wq.rows(head + d_nope, head + d_nope + d_rope - 1);
-  }
-  Wq.reset();
-
-  // kv_a_proj_with_mqa rows: [c_kv (r_kv) ; k_rope (d_rope)].
-  const arma::mat Wkv_a = generate_matrix(seed, p + "kv_a_proj_with_mqa.weight", r_kv + d_rope, d);
-  a.W_DKV = Wkv_a.rows(0, r_kv - 1);
-  a.W_KR = Wkv_a.rows(r_kv, r_kv + d_rope - 1);
-  a.w_kv = generate_vector(seed, p + "kv_a_layernorm.weight", r_kv);
-
-  // kv_b_proj rows: head-major, [k_nope (d_nope) ; v (d_v)] per head.
-  const arma::mat Wkv_b = generate_matrix(seed, p + "kv_b_proj.weight", n_h * (d_nope + d_v), r_kv);
-  a.W_UK.set_size(n_h * d_nope, r_kv);
-  a.W_UV.set_size(n_h * d_v, r_kv);
-  for (u64 i = 0; i < n_h; ++i) {
-    const u64 head = i * (d_nope + d_v);
-    a.W_UK.rows(i * d_nope, (i + 1) * d_nope - 1) = Wkv_b.rows(head, head + d_nope - 1);
-    a.W_UV.rows(i * d_v, (i + 1) * d_v - 1) = Wkv_b.rows(head + d_nope, head + d_nope + d_v - 1);
-  }
-  a.W_O = generate_matrix(seed, p + "o_proj.weight", d, n_h * d_v);
-  return a;
+  // The weight store's own fetch (fused tensors split as the loader splits them).
+  return load_block_weights(c, generator_source(c, seed), layer).attn;
 }
 
 FfnWeights generate_ffn_weights(std::uint64_t seed, const std::string& prefix, std::uint64_t d, std::uint64_t I) {
@@ -112,51 +69,23 @@ FfnWeights generate_ffn_weights(std::uint64_t seed, const std::string& prefix, s
 
 MoeWeights generate_router_weights(const Config& c, std::uint64_t seed, std::int64_t layer) {
   check_layer(c, layer, true);
-  const u64 d = c.hidden_size, N_r = c.n_routed_experts;
-  const std::string p = fmt::format("model.layers.{}.mlp.", layer);
-  MoeWeights W;
-  W.W_g = generate_matrix(seed, p + "gate.weight", N_r, d);
-  if (c.has_gate_bias()) W.b = generate_vector(seed, p + "gate.e_score_correction_bias", N_r);
-  W.experts.resize(N_r);  // all empty: filled in only for the experts a token chooses
+  MoeWeights W = load_block_weights(c, generator_source(c, seed), layer).moe;
+  W.shared.reset();
+  W.experts.resize(static_cast<std::size_t>(c.n_routed_experts));  // all empty
   return W;
 }
 
 LazyMoeResult moe_forward_lazy(const arma::mat& x, const Config& c, std::uint64_t seed, std::int64_t layer) {
-  const MoeWeights router = generate_router_weights(c, seed, layer);
+  check_layer(c, layer, true);
+  // The weight store over the generator: the router and shared expert now, each routed expert
+  // when chosen (ref::moe_forward fetches it once, in ascending index).
+  const GeneratorSource gen = generator_source(c, seed);
+  const SourceStore weights(c, gen, false);
+  const MoeWeights W = weights.block(layer).moe;
   LazyMoeResult res;
-  res.routing = ref::route(x, router, c, {}, nullptr);  // experts, g: [K, T]
-  const arma::uword d = x.n_rows, T = x.n_cols, K = res.routing.experts.n_rows;
-  const std::string p = fmt::format("model.layers.{}.mlp.", layer);
-
-  // y[t][k] = E_{i_{k,t}}(x_t) [d, 1]. Each chosen expert is generated once and run on every
-  // token that chose it, each token on its own [d, 1] column exactly as moe_forward runs it.
-  std::vector<std::vector<arma::mat>> y(T, std::vector<arma::mat>(K));
-  std::vector<arma::uword> chosen(res.routing.experts.begin(), res.routing.experts.end());
-  std::sort(chosen.begin(), chosen.end());
-  chosen.erase(std::unique(chosen.begin(), chosen.end()), chosen.end());
-  for (const arma::uword e : chosen) {
-    const FfnWeights E = generate_ffn_weights(seed, fmt::format("{}experts.{}.", p, e), d, c.moe_intermediate_size);
-    for (arma::uword t = 0; t < T; ++t)
-      for (arma::uword k = 0; k < K; ++k)
-        if (res.routing.experts(k, t) == e) {
-          const arma::mat x_t = x.col(t);  // x_t: [d, 1]
-          y[t][k] = ref::swiglu_ffn(x_t, E, nullptr, fmt::format("experts.{}", e));
-        }
-  }
-
-  // routed_t = sum_k g_{k,t} y[t][k], summed in k order from zero, as moe_forward sums it.
-  arma::mat routed(d, T, arma::fill::zeros);  // routed: [d, T]
-  for (arma::uword t = 0; t < T; ++t)
-    for (arma::uword k = 0; k < K; ++k)
-      for (arma::uword row = 0; row < d; ++row) routed(row, t) += res.routing.g(k, t) * y[t][k](row, 0);
-
-  res.out = routed;
-  if (c.n_shared_experts > 0) {
-    // The shared expert: ONE SwiGLU MLP of width N_s*I_e on every token (spec §6).
-    const FfnWeights S =
-        generate_ffn_weights(seed, p + "shared_experts.", d, c.n_shared_experts * c.moe_intermediate_size);
-    res.out += ref::swiglu_ffn(x, S, nullptr, "shared_experts");
-  }
+  res.routing = ref::route(x, W, c, {}, nullptr);  // experts, g: [K, T]
+  const ref::ExpertFetch expert = [&](std::int64_t j) { return weights.expert(layer, j); };
+  res.out = ref::moe_forward(x, W, expert, c, {}, nullptr);
   return res;
 }
 
