@@ -49,9 +49,11 @@ TEST_CASE("dry run of deepseek-r1 walks 61 layers with the real shapes, in well 
   CHECK_FALSE(rec.has("layers.61.h"));  // layer 61 is the MTP module (P12)
   CHECK(rec.get("final_norm").shape == S({5, 7168}));
   CHECK(rec.get("logits").shape == S({5, 129280}));
-  CHECK(rec.get("mtp.h_proj").shape == S({5, 7168}));
-  CHECK(rec.get("mtp.block.moe.routed").shape == S({5, 7168}));
-  CHECK(rec.get("mtp.logits").shape == S({5, 129280}));
+  // MTP position i predicts token i+2 from the state after token i and the embedding of token
+  // i+1: T-1 = 4 positions, as mtp_forward computes them (spec §9).
+  CHECK(rec.get("mtp.h_proj").shape == S({4, 7168}));
+  CHECK(rec.get("mtp.block.moe.routed").shape == S({4, 7168}));
+  CHECK(rec.get("mtp.logits").shape == S({4, 129280}));
 
   // Every layer has its output, once.
   std::set<std::string> outputs;

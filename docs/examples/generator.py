@@ -30,9 +30,21 @@ def fnv1a64(name):
 def generate(seed, name, shape):
     """Every element of tensor `name` with checkpoint shape `shape`, as float32, row-major."""
     n = int(np.prod(shape, dtype=np.uint64)) if len(shape) else 1
+    return generate_range(seed, name, shape, 0, n).reshape(shape)
+
+
+def generate_rows(seed, name, shape, first, count):
+    """Rows first .. first+count-1 of a 2-D tensor [rows, cols], as float32 [count, cols]: what a
+    full-scale check needs of a table too large to generate whole (the V3 LM head is 0.9e9 values)."""
+    cols = shape[1]
+    return generate_range(seed, name, shape, first * cols, count * cols).reshape(count, cols)
+
+
+def generate_range(seed, name, shape, start, n):
+    """Elements start .. start+n-1 (row-major index) of tensor `name` of checkpoint shape `shape`."""
     last = shape[-1] if len(shape) else 1
     with np.errstate(over="ignore"):
-        index = np.arange(n, dtype=np.uint64)
+        index = np.arange(start, start + n, dtype=np.uint64)
         state = (np.uint64((seed * 0x9E3779B97F4A7C15 + fnv1a64(name)) & MASK)
                  + index * np.uint64(0xD1B54A32D192ED03))
         z = state
@@ -49,7 +61,7 @@ def generate(seed, name, shape):
         f = np.ldexp(1.0 + (r + 1.0) / 2.0, -8)
     else:
         f = r / np.sqrt(np.float64(max(last, 1)))
-    return f.astype(np.float32).reshape(shape)
+    return f.astype(np.float32)
 
 
 def main():

@@ -45,7 +45,7 @@ int run(DryRunArgs a) {
     j["attn"] = a.opt.attn;
     j["stages"] = nlohmann::ordered_json::array();
     for (const auto& e : rec.entries())
-      j["stages"].push_back({{"name", e.name}, {"shape", e.shape}, {"flops", e.cost.flops}, {"bytes", e.cost.bytes}});
+      j["stages"].push_back({{"name", e.name}, {"shape", e.shape}, {"flops", e.cost.flops}, {"bytes", e.cost.bytes}, {"weight_bytes", e.cost.weight_bytes}});
     j["total_flops"] = t.flops;
     j["total_bytes"] = t.bytes;
     j["total_stages"] = t.stages;

@@ -82,6 +82,7 @@ int run(const InfoArgs& a) {
   if (a.json) {
     nlohmann::ordered_json j;
     j["model"] = c.name;
+    j["config"] = nlohmann::json::parse(config_to_json_text(c));  // the config.json it describes
     j["model_type"] = c.model_type;
     j["convention"] = counting_convention();
     j["total_params"] = p.total_params;

@@ -112,7 +112,22 @@ int run(const RunArgs& a) {
   ref::ForwardOptions opt = a.run.forward_options();
   const bool show_progress = !a.quiet && !a.json && (a.progress || ProgressLine::stderr_is_terminal());
   ProgressLine progress(show_progress, count_passes(a, T), c.num_hidden_layers, *m.source, *m.weights);
-  opt.on_layer_done = [&progress](std::int64_t l, std::int64_t L) { progress.layer_done(l, L); };
+  // Per layer of each pass: the weight values and routed experts fetched while it ran.
+  struct LayerAccount {
+    std::int64_t layer;
+    std::uint64_t values, experts;
+  };
+  std::vector<LayerAccount> accounts;
+  std::uint64_t values_at_begin = 0, experts_at_begin = 0;
+  opt.on_layer_begin = [&](std::int64_t, std::int64_t) {
+    values_at_begin = m.weights->counters().values_fetched.load();
+    experts_at_begin = m.weights->counters().experts_fetched.load();
+  };
+  opt.on_layer_done = [&](std::int64_t l, std::int64_t L) {
+    accounts.push_back({l, m.weights->counters().values_fetched.load() - values_at_begin,
+                        m.weights->counters().experts_fetched.load() - experts_at_begin});
+    progress.layer_done(l, L);
+  };
   const bool talk = !a.quiet && !a.json;
 
   // Outputs: text for --trace, JSON Lines for --jsonl, and the dump, which always holds the
@@ -206,6 +221,9 @@ int run(const RunArgs& a) {
     j["experts_fetched"] = wc.experts_fetched.load();
     j["values_fetched"] = wc.values_fetched.load();
     if (!a.dump.empty()) j["dump"] = a.dump;
+    j["layers"] = nlohmann::json::array();  // one entry per layer of every pass, in order
+    for (const auto& acc : accounts)
+      j["layers"].push_back({{"layer", acc.layer}, {"values_fetched", acc.values}, {"experts_fetched", acc.experts}});
     fmt::print("{}\n", j.dump(2));
   } else if (!a.quiet) {
     fmt::print("{:>8} {:>8} {:>14}\n", "position", "token", "argmax next");

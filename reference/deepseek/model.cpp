@@ -119,6 +119,7 @@ arma::mat forward_hidden(const WeightStore& weights, const Config& c,
   for (std::int64_t l = 0; l < c.num_hidden_layers; ++l) {
     TraceScope scope(tr, fmt::format("layers.{}", l));
     LatentKvCache* layer_cache = cache ? &cache->layers[static_cast<std::size_t>(l)] : nullptr;
+    if (opt.on_layer_begin) opt.on_layer_begin(l, c.num_hidden_layers);
     const BlockWeights W = weights.block(l);  // fetched now, released at the end of the iteration
     h = decoder_block(h, W, weights, c, pos0, layer_cache, opt, tr, l);
     if (opt.on_layer_done) opt.on_layer_done(l, c.num_hidden_layers);

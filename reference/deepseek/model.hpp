@@ -31,8 +31,9 @@ struct ForwardOptions {
   AttnForm attn = AttnForm::Naive;
   RopeLayout rope_layout = RopeLayout::Interleaved;
   Faults faults;  // all false except in the conformance suite
-  // Called after each decoder layer with (l, L): the progress line of long runs.
-  std::function<void(std::int64_t, std::int64_t)> on_layer_done;
+  // Called before and after each decoder layer with (l, L): the progress line of long runs, and
+  // the per-layer account of the weights fetched (dsr1 run --json).
+  std::function<void(std::int64_t, std::int64_t)> on_layer_begin, on_layer_done;
 };
 
 // The latent KV cache of every layer; length() tokens have been processed so far.

@@ -22,6 +22,10 @@ struct Walker {
   DryRunTotals totals;
   double plain_size;  // bytes per element of non-FP8 weights (torch_dtype)
   double act_size;    // bytes per activation element (torch_dtype)
+  // Weight bytes counted by weights() (linear_bytes, vector_bytes) while a stage's arguments are
+  // evaluated; stage() records them as the stage's weight_bytes and starts again from zero. A
+  // multiple of a weight (several experts) is counted with linear_weight_bytes inside weights().
+  mutable double pending_weights = 0;
 
   Walker(const Config& cfg, const DryRunOptions& o, Tracer& t)
       : c(cfg), opt(o), tr(t),
@@ -29,7 +33,8 @@ struct Walker {
         act_size(plain_size) {}
 
   void stage(const char* name, std::vector<u64> shape, double flops, double bytes) {
-    tr.record_shape(name, std::move(shape), StageCost{flops, bytes});
+    tr.record_shape(name, std::move(shape), StageCost{flops, bytes, pending_weights});
+    pending_weights = 0;
     totals.flops += flops;
     totals.bytes += bytes;
     ++totals.stages;
@@ -38,24 +43,32 @@ struct Walker {
   // Bytes of `rows` rows of an attention/FFN linear weight [out, in]: one byte per element
   // plus its share of the F32 scale grid when the checkpoint is FP8 (spec §10).
   double linear_bytes(double rows, double in, double out) const {
+    return weights(linear_weight_bytes(rows, in, out));
+  }
+  double linear_weight_bytes(double rows, double in, double out) const {
     if (!c.fp8_weights) return rows * in * plain_size;
     const double B = static_cast<double>(c.weight_block_size);
     const double grid = std::ceil(out / B) * std::ceil(in / B);
     return rows * in * 1.0 + 4.0 * grid * rows / out;
   }
-  double vector_bytes(double n) const { return n * plain_size; }
+  double vector_bytes(double n) const { return weights(n * plain_size); }
+  double weights(double bytes) const {
+    pending_weights += bytes;
+    return bytes;
+  }
   double act(double n) const { return n * act_size; }
 
   void norm(const char* name, double T, double n) {
     stage(name, {static_cast<u64>(T), static_cast<u64>(n)}, 4 * T * n, vector_bytes(n) + act(T * n));
   }
 
-  void block(bool is_moe) {
-    const double T = opt.tokens, Tk = opt.tokens;
+  // One decoder block over `tokens` positions (T for the main layers, T-1 for the MTP block).
+  void block(bool is_moe, u64 tokens) {
+    const double T = static_cast<double>(tokens), Tk = T;
     const double d = c.hidden_size, n_h = c.num_attention_heads, d_nope = c.qk_nope_head_dim,
                  d_rope = c.qk_rope_head_dim, d_v = c.v_head_dim, r_q = c.q_lora_rank,
                  r_kv = c.kv_lora_rank, d_qk = c.d_qk();
-    const u64 uT = opt.tokens, uTk = opt.tokens;
+    const u64 uT = tokens, uTk = tokens;
     const auto U = [](double x) { return static_cast<u64>(x); };
 
     norm("attn_norm", T, d);
@@ -110,9 +123,9 @@ struct Walker {
     } else {
       const double N_r = c.n_routed_experts, K = c.num_experts_per_tok, n_group = c.n_group,
                    I_e = c.moe_intermediate_size, W_s = c.n_shared_experts * c.moe_intermediate_size;
-      stage("moe.ell", {uT, U(N_r)}, 2 * T * d * N_r, N_r * d * plain_size + act(T * d));
+      stage("moe.ell", {uT, U(N_r)}, 2 * T * d * N_r, weights(N_r * d * plain_size) + act(T * d));
       stage("moe.s", {uT, U(N_r)}, 4 * T * N_r, act(T * N_r));
-      if (c.has_gate_bias()) stage("moe.s_tilde", {uT, U(N_r)}, T * N_r, 4 * N_r + act(T * N_r));
+      if (c.has_gate_bias()) stage("moe.s_tilde", {uT, U(N_r)}, T * N_r, weights(4 * N_r) + act(T * N_r));
       if (c.n_group > 1 && c.topk_method != "greedy") {
         stage("moe.group_scores", {uT, U(n_group)}, T * N_r, act(T * N_r));
         stage("moe.group_mask", {uT, U(n_group)}, T * n_group, act(T * n_group));
@@ -122,10 +135,11 @@ struct Walker {
       // Distinct experts T tokens can touch: at most min(N_r, T*K), all read once.
       const double touched = std::min(N_r, T * K);
       stage("moe.routed", {uT, U(d)}, T * K * (6 * d * I_e + 5 * I_e + 2 * d),
-            touched * (2 * linear_bytes(I_e, d, I_e) + linear_bytes(d, I_e, d)) + act(T * d));
+            weights(touched * (2 * linear_weight_bytes(I_e, d, I_e) + linear_weight_bytes(d, I_e, d))) +
+                act(T * d));
       if (c.n_shared_experts > 0)
         stage("moe.shared", {uT, U(d)}, T * (6 * d * W_s + 5 * W_s),
-              2 * linear_bytes(W_s, d, W_s) + linear_bytes(d, W_s, d) + act(T * d));
+              weights(2 * linear_weight_bytes(W_s, d, W_s) + linear_weight_bytes(d, W_s, d)) + act(T * d));
       stage("moe.out", {uT, U(d)}, T * d, act(2 * T * d));
     }
     stage("h", {uT, U(d)}, T * d, act(2 * T * d));
@@ -145,24 +159,28 @@ DryRunTotals dry_run(const Config& c, const DryRunOptions& opt, Tracer& tr) {
   Walker w(c, opt, tr);
   const double T = opt.tokens, d = c.hidden_size, V = c.vocab_size;
   const u64 uT = opt.tokens, ud = c.hidden_size, uV = c.vocab_size;
-  w.stage("embed.h", {uT, ud}, 0, T * d * w.plain_size);  // T rows of E looked up
+  w.stage("embed.h", {uT, ud}, 0, w.weights(T * d * w.plain_size));  // T rows of E looked up
   for (std::int64_t l = 0; l < c.num_hidden_layers; ++l) {
     TraceScope scope(&tr, fmt::format("layers.{}", l));
-    w.block(c.is_moe_layer(l));
+    w.block(c.is_moe_layer(l), opt.tokens);
   }
   w.norm("final_norm", T, d);
-  w.stage("logits", {uT, uV}, 2 * T * d * V, V * d * w.plain_size + w.act(T * d));
-  if (opt.mtp && c.num_nextn_predict_layers > 0) {
+  w.stage("logits", {uT, uV}, 2 * T * d * V, w.weights(V * d * w.plain_size) + w.act(T * d));
+  // MTP (spec §9): position i predicts token i+2 from the state after token i and the embedding of
+  // token i+1, so it runs over T-1 positions (none for a single token).
+  if (opt.mtp && c.num_nextn_predict_layers > 0 && opt.tokens >= 2) {
     TraceScope mtp(&tr, "mtp");
-    w.norm("emb_norm", T, d);
-    w.norm("h_norm", T, d);
-    w.stage("h_proj", {uT, ud}, 2 * T * 2 * d * d, 2 * d * d * w.plain_size + w.act(2 * T * d));
+    const u64 uTm = opt.tokens - 1;
+    const double Tm = static_cast<double>(uTm);
+    w.norm("emb_norm", Tm, d);
+    w.norm("h_norm", Tm, d);
+    w.stage("h_proj", {uTm, ud}, 2 * Tm * 2 * d * d, w.weights(2 * d * d * w.plain_size) + w.act(2 * Tm * d));
     {
       TraceScope blk(&tr, "block");
-      w.block(c.is_moe_layer(c.num_hidden_layers));
+      w.block(c.is_moe_layer(c.num_hidden_layers), uTm);
     }
-    w.norm("head_norm", T, d);
-    w.stage("logits", {uT, uV}, 2 * T * d * V, V * d * w.plain_size + w.act(T * d));
+    w.norm("head_norm", Tm, d);
+    w.stage("logits", {uTm, uV}, 2 * Tm * d * V, w.weights(V * d * w.plain_size) + w.act(Tm * d));
   }
   return w.totals;
 }

@@ -44,6 +44,7 @@ bool glob_match(std::string_view pattern, std::string_view text);
 struct StageCost {
   double flops = 0;  // floating-point operations (a multiply-add counts as 2)
   double bytes = 0;  // bytes of weights and activations the stage reads (at the model's dtype)
+  double weight_bytes = 0;  // the weights' share of `bytes` (as stored in the checkpoint)
 };
 
 class Tracer {
