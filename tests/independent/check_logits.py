@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zlib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -103,7 +104,7 @@ def check_against_dsr1(a):
         # The checkpoint comes from this directory's own writer, so dsr1's loader is checked too.
         cfg = OWN_CONFIGS[a.own_checkpoint]
         dtype = {"f64": "F64", "f32": "F32", "bf16": "BF16", "f16": "F16", "fp8": "FP8", None: "F32"}[a.dtype]
-        write_checkpoint(model_dir, cfg, random_weights(cfg, a.seed), dtype, a.shards or 1)
+        write_checkpoint(model_dir, cfg, RandomWeights(cfg, a.seed), dtype, a.shards or 1)
         print(f"wrote {a.own_checkpoint} ({dtype}, {a.shards or 1} file(s)) to {model_dir} with numpy")
     else:
         init = [a.dsr1, "init-model", "--preset", a.preset, "--seed", str(a.seed), "--out", model_dir]
@@ -283,39 +284,70 @@ def is_fp8_weight(name):
                                    "mlp.experts.", "mlp.shared_experts."))
 
 
-def random_weights(cfg, seed):
-    """Weights with values exact in every storage dtype: FP8-representable linear weights times a
-    per-block power-of-two-ish scale, and bf16-representable everything else.
+# The random FP8 weights draw from these 144 e4m3 codes: exponent field <= 8, |value| <= 3.75
+# (never NaN, which needs exponent field 15).
+SMALL_E4M3_CODES = np.array([b for b in range(256) if (b & 0x78) <= (8 << 3)], dtype=np.uint8)
+# Weights are made up (and written) 128 rows at a time, one FP8 block row.
+ROW_BLOCK = st.FP8_BLOCK
 
-    Returns {name: (float64 values, fp8 codes or None, scale_inv or None)}.
+
+class RandomWeights:
+    """Made-up weights for a config, one 128-row block at a time, so that a full-width
+    checkpoint is written without holding it. Every value is exact in every storage dtype:
+    FP8 linear weights are e4m3 codes times a per-block scale (1 + k/8)·2^-m, everything else is
+    rounded to bf16. A block depends only on (seed, tensor name, block index), not on the file,
+    the shard or the order it is written in.
     """
-    rng = np.random.default_rng(seed)
-    finite_codes = np.array([b for b in range(256) if not math.isnan(st.E4M3_TABLE[b])])
-    out = {}
-    for name, shape in checkpoint_shapes(cfg).items():
+
+    def __init__(self, cfg, seed):
+        self.shapes = checkpoint_shapes(cfg)
+        self.seed = seed
+
+    def rng(self, name, block):
+        return np.random.default_rng([self.seed, zlib.crc32(name.encode()), block])
+
+    def n_blocks(self, name):
+        """Matrices come in 128-row blocks; a vector is one block."""
+        shape = self.shapes[name]
+        return math.ceil(shape[0] / ROW_BLOCK) if len(shape) == 2 else 1
+
+    def block_rows(self, name, block):
+        shape = self.shapes[name]
+        return (block * ROW_BLOCK, min((block + 1) * ROW_BLOCK, shape[0])) if len(shape) == 2 else (0, shape[0])
+
+    def scale_inv(self, name):
+        """FP8 weight [rows, cols]: its scale grid [ceil(rows/128), ceil(cols/128)].
+        scale = (1 + k/8) / 2 / 2^round(log2 sqrt(cols)): 4 significant bits, so that code × scale
+        is exact in bf16, and the weights have the usual 1/sqrt(in) size."""
+        rows, cols = self.shapes[name]
+        base = 2.0 ** -round(math.log2(math.sqrt(cols)))
+        k = self.rng(name + "_scale_inv", 0).integers(0, 8, size=st.scale_grid(rows, cols))
+        return base * (1 + k / 8.0) / 2.0
+
+    def codes(self, name, block):
+        """FP8 weight: the e4m3 codes of rows block*128 .. (block+1)*128 - 1."""
+        r0, r1 = self.block_rows(name, block)
+        pick = self.rng(name, block).integers(0, len(SMALL_E4M3_CODES), size=(r1 - r0, self.shapes[name][1]),
+                                               dtype=np.uint8)
+        return SMALL_E4M3_CODES[pick]
+
+    def values(self, name, block):
+        """The float64 values of one block of a tensor (FP8 weights dequantised)."""
+        r0, r1 = self.block_rows(name, block)
         if is_fp8_weight(name):
-            rows, cols = shape
-            # codes with |value| <= 2 mostly: e4m3 exponent field <= 8
-            small = finite_codes[(finite_codes & 0x78) <= (8 << 3)]
-            codes = rng.choice(small, size=shape).astype(np.uint8)
-            grid = (math.ceil(rows / 128), math.ceil(cols / 128))
-            # scale = (1 + k/8) / sqrt(in): 4 significant bits, so products stay exact in float32
-            base = 2.0 ** -round(math.log2(math.sqrt(cols)))
-            scale = base * (1 + rng.integers(0, 8, size=grid) / 8.0) / 2.0
-            values = st.block_dequant(st.E4M3_TABLE[codes], scale, name)
-            out[name] = (values, codes, scale)
+            return st.block_dequant(st.E4M3_TABLE[self.codes(name, block)], self.scale_inv(name), name,
+                                    r0, self.shapes[name][0])
+        shape = (r1 - r0,) + tuple(self.shapes[name][1:])
+        z = self.rng(name, block).standard_normal(shape, dtype=np.float32).astype(np.float64)
+        if name.endswith("norm.weight") or "layernorm" in name:
+            v = 1.0 + 0.25 * z
+        elif name.endswith("e_score_correction_bias"):
+            v = 0.5 * z   # includes negative biases (P6)
+        elif "embed_tokens" in name:
+            v = z
         else:
-            if name.endswith("norm.weight") or "layernorm" in name:
-                v = 1.0 + 0.25 * rng.standard_normal(shape)
-            elif name.endswith("e_score_correction_bias"):
-                v = 0.5 * rng.standard_normal(shape)   # includes negative biases (P6)
-            elif "embed_tokens" in name:
-                v = rng.standard_normal(shape)
-            else:
-                v = rng.standard_normal(shape) / math.sqrt(shape[-1])
-            v = bf16_round(v)
-            out[name] = (v, None, None)
-    return out
+            v = z / math.sqrt(shape[-1])
+        return bf16_round(v)
 
 
 def bf16_round(v):
@@ -324,34 +356,49 @@ def bf16_round(v):
     return bits.view(np.float32).astype(np.float64)
 
 
-def write_checkpoint(directory, cfg, weights, dtype="F32", shards=1):
-    """Writes config.json and safetensors (dtype F64/F32/BF16 or FP8 = F8_E4M3 + scales + BF16 rest)."""
+def write_checkpoint(directory, cfg, weights, dtype="F32", shards=1, layout_seed=0):
+    """Writes config.json and safetensors in dtype F64/F32/F16/BF16, or FP8 = F8_E4M3 linear
+    weights + F32 weight_scale_inv, BF16 for the rest (F32 router bias), as V3 is stored.
+
+    Streams: each tensor is written 128 rows at a time as RandomWeights makes them up. The
+    layout is deliberately not the obvious one, as another writer's need not be: the tensors are
+    laid out in a shuffled order (a scale may come before its weight, or sit in another shard),
+    the headers list them by name, and the index maps names to shards.
+    """
     os.makedirs(directory, exist_ok=True)
     with open(os.path.join(directory, "config.json"), "w") as f:
         json.dump(cfg, f, indent=1)
-    tensors = {}
-    for name, (values, codes, scale) in weights.items():
-        if dtype == "FP8" and codes is not None:
-            tensors[name] = ("F8_E4M3", values.shape, st.encode(codes, "F8_E4M3"))
-            tensors[name + "_scale_inv"] = ("F32", scale.shape, st.encode(scale, "F32"))
-        elif dtype == "FP8":
-            kind = "F32" if name.endswith("e_score_correction_bias") else "BF16"
-            tensors[name] = (kind, values.shape, st.encode(values, kind))
+
+    def blocks(name, encode_block):
+        return lambda: (encode_block(b) for b in range(weights.n_blocks(name)))
+
+    stored = []   # (name, stored dtype, shape, chunks(): the tensor's bytes block by block)
+    for name, shape in weights.shapes.items():
+        if dtype == "FP8" and is_fp8_weight(name):
+            stored.append((name, "F8_E4M3", shape, blocks(name, lambda b, n=name: weights.codes(n, b).tobytes())))
+            scale = weights.scale_inv(name)
+            stored.append((name + "_scale_inv", "F32", scale.shape, lambda s=scale: [st.encode(s, "F32")]))
         else:
-            tensors[name] = (dtype, values.shape, st.encode(values, dtype))
-    names = list(tensors)
+            kind = dtype if dtype != "FP8" else ("F32" if name.endswith("e_score_correction_bias") else "BF16")
+            stored.append((name, kind, shape, blocks(name, lambda b, n=name, k=kind: st.encode(weights.values(n, b), k))))
+    order = np.random.default_rng(layout_seed).permutation(len(stored))
+    stored = [stored[i] for i in order]
+    chunks = {name: make for name, _, _, make in stored}
+
+    per = math.ceil(len(stored) / max(shards, 1))
+    files = [stored[k * per:(k + 1) * per] for k in range(max(shards, 1))]
     if shards <= 1:
-        st.write(os.path.join(directory, "model.safetensors"), tensors)
+        st.write_streaming(os.path.join(directory, "model.safetensors"),
+                           [(n, dt, sh) for n, dt, sh, _ in stored], lambda n: chunks[n]())
         return
     weight_map = {}
-    per = math.ceil(len(names) / shards)
-    for k in range(shards):
+    for k, part in enumerate(files):
         fname = f"model-{k + 1:05d}-of-{shards:05d}.safetensors"
-        part = {n: tensors[n] for n in names[k * per:(k + 1) * per]}
-        st.write(os.path.join(directory, fname), part)
-        weight_map.update({n: fname for n in part})
+        st.write_streaming(os.path.join(directory, fname), [(n, dt, sh) for n, dt, sh, _ in part],
+                           lambda n: chunks[n]())
+        weight_map.update({n: fname for n, _, _, _ in part})
     with open(os.path.join(directory, "model.safetensors.index.json"), "w") as f:
-        json.dump({"metadata": {}, "weight_map": weight_map}, f, indent=1)
+        json.dump({"metadata": {}, "weight_map": dict(sorted(weight_map.items()))}, f, indent=1)
 
 
 class AbsorbedModel(ds.Model):
@@ -523,7 +570,7 @@ def self_test(workdir):
     S.close("tiny configs: θ' = θ, a half blend, θ/8, θ/8",
             c.theta_prime, c.theta * np.array([1.0, 0.5 + 0.5 / 8, 1 / 8, 1 / 8]), 1e-15)
     for label, cfg in (("tiny-v3", TINY_V3), ("tiny-v2-lite", TINY_V2_LITE), ("tiny-v2", TINY_V2)):
-        weights = random_weights(cfg, 7)
+        weights = RandomWeights(cfg, 7)
         ref_dir = os.path.join(tmp, label + "-f64")
         write_checkpoint(ref_dir, cfg, weights, "F64")
         m = ds.Model(ref_dir)
