@@ -5,6 +5,9 @@
                   [--dtype f64|f32|f16|bf16|fp8] [--shards N] [--attn naive|absorbed] [--decode-from P]
                   [--rtol R] [--mtp] [--require-past-original] [--dsr1-arg=ARG ...] [--expect-mismatch]
   check_logits.py --own-checkpoint tiny-v3 ... (as above, but the checkpoint is written here, not by dsr1)
+                  [--remove-checkpoint]   (delete the checkpoint and the dump afterwards)
+  check_logits.py --own-checkpoint v3-width --dtype fp8 --numpy-only --tokens ... --workdir DIR
+                  (write the checkpoint and run the numpy side alone: its time and peak memory)
   check_logits.py --self-test [--workdir DIR]
 
 1. dsr1 init-model writes DIR/model (config.json + safetensors, HF names);
@@ -22,6 +25,7 @@ import argparse
 import json
 import math
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -90,11 +94,29 @@ def run(cmd):
     return r.stdout
 
 
+def peak_rss_mb():
+    """Peak resident memory of this process so far (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def check_against_dsr1(a):
-    tokens = [int(t) for t in a.tokens.split(",")]
-    os.makedirs(a.workdir, exist_ok=True)
+    """Makes the checkpoint, runs dsr1 and numpy, compares; with --remove-checkpoint the
+    checkpoint and the dump are deleted afterwards, pass or fail (a full-width one is 6 GB)."""
     model_dir = os.path.join(a.workdir, "model")
     dump = os.path.join(a.workdir, "out.safetensors")
+    try:
+        return make_and_compare(a, model_dir, dump)
+    finally:
+        if a.remove_checkpoint:
+            shutil.rmtree(model_dir, ignore_errors=True)
+            if os.path.exists(dump):
+                os.remove(dump)
+            print(f"removed {model_dir} and {dump}")
+
+
+def make_and_compare(a, model_dir, dump):
+    tokens = [int(t) for t in a.tokens.split(",")]
+    os.makedirs(a.workdir, exist_ok=True)
     if os.path.exists(model_dir):
         shutil.rmtree(model_dir)
     if os.path.exists(dump):
@@ -104,8 +126,11 @@ def check_against_dsr1(a):
         # The checkpoint comes from this directory's own writer, so dsr1's loader is checked too.
         cfg = OWN_CONFIGS[a.own_checkpoint]
         dtype = {"f64": "F64", "f32": "F32", "bf16": "BF16", "f16": "F16", "fp8": "FP8", None: "F32"}[a.dtype]
+        t0 = time.time()
         write_checkpoint(model_dir, cfg, RandomWeights(cfg, a.seed), dtype, a.shards or 1)
-        print(f"wrote {a.own_checkpoint} ({dtype}, {a.shards or 1} file(s)) to {model_dir} with numpy")
+        size = sum(os.path.getsize(os.path.join(model_dir, f)) for f in os.listdir(model_dir))
+        print(f"wrote {a.own_checkpoint} ({dtype}, {a.shards or 1} file(s), {size / 1e9:.2f} GB) to {model_dir} "
+              f"with numpy in {time.time() - t0:.1f} s", flush=True)
     else:
         init = [a.dsr1, "init-model", "--preset", a.preset, "--seed", str(a.seed), "--out", model_dir]
         if a.dtype:
@@ -113,6 +138,15 @@ def check_against_dsr1(a):
         if a.shards:
             init += ["--shards", str(a.shards)]
         run(init)
+    if a.numpy_only:
+        t0 = time.time()
+        model = ds.Model(model_dir)
+        logits = model.forward(tokens)
+        print(f"numpy forward: {time.time() - t0:.1f} s, peak RSS {peak_rss_mb():.0f} MB; "
+              f"{describe(model.cfg, len(tokens))}")
+        print(f"logits: [{logits.shape[0]}, {logits.shape[1]}], argmax {np.argmax(logits, axis=1).tolist()}; "
+              "not compared (--numpy-only)")
+        return 0 if np.all(np.isfinite(logits)) else 1
     cmd = [a.dsr1, "run", "--model", model_dir, "--tokens", ",".join(map(str, tokens)), "--dump", dump]
     if a.attn:
         cmd += ["--attn", a.attn]
@@ -133,7 +167,7 @@ def check_against_dsr1(a):
     model = ds.Model(model_dir)
     c = model.cfg
     want, h_final = model.forward(tokens, return_hidden=True)
-    print(f"numpy forward: {time.time() - t0:.2f} s; {describe(c, len(tokens))}")
+    print(f"numpy forward: {time.time() - t0:.2f} s, peak RSS {peak_rss_mb():.0f} MB; {describe(c, len(tokens))}")
     ok = compare("logits", got, want, a.rtol)
     if a.expect_mismatch:
         print("expected a mismatch: " + ("none found, FAIL" if ok else "found, PASS"))
@@ -225,7 +259,26 @@ TINY_V2 = dict(TINY_V2_LITE, q_lora_rank=24, n_group=4, topk_group=2, routed_sca
 # have partial edge blocks (spec §10, P13), e.g. dense up_proj [260, 136] -> scale [3, 2].
 TINY_V3_WIDE = dict(TINY_V3, vocab_size=140, hidden_size=136, intermediate_size=260, num_hidden_layers=2,
                     num_attention_heads=2, num_key_value_heads=2, q_lora_rank=130, kv_lora_rank=132, qk_nope_head_dim=64)
-OWN_CONFIGS = {"tiny-v3": TINY_V3, "tiny-v2-lite": TINY_V2_LITE, "tiny-v2": TINY_V2, "tiny-v3-wide": TINY_V3_WIDE}
+
+# DeepSeek-V3 at its true width (hidden 7168, 128 heads, q/kv ranks 1536/512, head dims
+# 128/64/128, dense FFN 18432, expert FFN 2048, vocab 129280, V3's YaRN), cut to 3 layers (one
+# dense, two MoE) and 16 routed experts in 4 groups, 2 groups kept, 4 chosen (V3: 256 in 8, 4
+# kept, 8 chosen), no MTP layer. Stored as FP8 it is a 6.2 GB checkpoint.
+V3_WIDTH = dict(TINY_V3, vocab_size=129280, hidden_size=7168, intermediate_size=18432, moe_intermediate_size=2048,
+                num_hidden_layers=3, num_attention_heads=128, num_key_value_heads=128, n_shared_experts=1,
+                n_routed_experts=16, num_experts_per_tok=4, n_group=4, topk_group=2, first_k_dense_replace=1,
+                q_lora_rank=1536, kv_lora_rank=512, qk_nope_head_dim=128, qk_rope_head_dim=64, v_head_dim=128,
+                rope_theta=10000.0, max_position_embeddings=163840, num_nextn_predict_layers=0,
+                rope_scaling={"type": "yarn", "factor": 40.0, "original_max_position_embeddings": 4096,
+                              "beta_fast": 32, "beta_slow": 1, "mscale": 1.0, "mscale_all_dim": 1.0})
+# The same shape of model at a width today's dsr1 holds in memory and CI runs in seconds: hidden
+# 1024, 8 heads of V3's head dims, vocab 8000, with the MTP layer; kv_a_proj [224, 1024], dense
+# FFN 2800 and expert FFN 200 end in partial 128x128 FP8 blocks.
+V3_MID = dict(V3_WIDTH, vocab_size=8000, hidden_size=1024, intermediate_size=2800, moe_intermediate_size=200,
+              num_attention_heads=8, num_key_value_heads=8, q_lora_rank=384, kv_lora_rank=160,
+              num_nextn_predict_layers=1)
+OWN_CONFIGS = {"tiny-v3": TINY_V3, "tiny-v2-lite": TINY_V2_LITE, "tiny-v2": TINY_V2, "tiny-v3-wide": TINY_V3_WIDE,
+               "v3-mid": V3_MID, "v3-width": V3_WIDTH}
 
 
 def checkpoint_shapes(cfg):
@@ -284,9 +337,9 @@ def is_fp8_weight(name):
                                    "mlp.experts.", "mlp.shared_experts."))
 
 
-# The random FP8 weights draw from these 144 e4m3 codes: exponent field <= 8, |value| <= 3.75
-# (never NaN, which needs exponent field 15).
-SMALL_E4M3_CODES = np.array([b for b in range(256) if (b & 0x78) <= (8 << 3)], dtype=np.uint8)
+# The random FP8 weights are random bytes with bit 6 cleared: e4m3 codes with exponent field
+# 0..7, i.e. zero, subnormals and normals up to |1.875|, never NaN (exponent field 15).
+E4M3_EXPONENT_TOP_BIT = np.uint8(0x40)
 # Weights are made up (and written) 128 rows at a time, one FP8 block row.
 ROW_BLOCK = st.FP8_BLOCK
 
@@ -327,9 +380,8 @@ class RandomWeights:
     def codes(self, name, block):
         """FP8 weight: the e4m3 codes of rows block*128 .. (block+1)*128 - 1."""
         r0, r1 = self.block_rows(name, block)
-        pick = self.rng(name, block).integers(0, len(SMALL_E4M3_CODES), size=(r1 - r0, self.shapes[name][1]),
-                                               dtype=np.uint8)
-        return SMALL_E4M3_CODES[pick]
+        codes = self.rng(name, block).integers(0, 256, size=(r1 - r0, self.shapes[name][1]), dtype=np.uint8)
+        return codes & ~E4M3_EXPONENT_TOP_BIT
 
     def values(self, name, block):
         """The float64 values of one block of a tensor (FP8 weights dequantised)."""
@@ -411,11 +463,11 @@ class AbsorbedModel(ds.Model):
         n_h, dn, dr, dv, r_kv = c.n_h, c.d_nope, c.d_rope, c.d_v, c.r_kv
         p = prefix + "self_attn."
         if c.r_q:
-            c_q_hat = ds.rmsnorm(x @ self.w(p + "q_a_proj.weight").T, self.w(p + "q_a_layernorm.weight"), c.eps)
-            q = (c_q_hat @ self.w(p + "q_b_proj.weight").T).reshape(T, n_h, dn + dr)
+            c_q_hat = ds.rmsnorm(self.linear(x, p + "q_a_proj.weight"), self.w(p + "q_a_layernorm.weight"), c.eps)
+            q = self.linear(c_q_hat, p + "q_b_proj.weight").reshape(T, n_h, dn + dr)
         else:
-            q = (x @ self.w(p + "q_proj.weight").T).reshape(T, n_h, dn + dr)
-        kv_a = x @ self.w(p + "kv_a_proj_with_mqa.weight").T
+            q = self.linear(x, p + "q_proj.weight").reshape(T, n_h, dn + dr)
+        kv_a = self.linear(x, p + "kv_a_proj_with_mqa.weight")
         c_kv_hat = ds.rmsnorm(kv_a[:, :r_kv], self.w(p + "kv_a_layernorm.weight"), c.eps)
         k_rope = ds.rope_interleaved(kv_a[:, r_kv:], positions, c.theta_prime, c.rope_amp)
         q_rope = ds.rope_interleaved(q[:, :, dn:], positions, c.theta_prime, c.rope_amp)
@@ -428,7 +480,7 @@ class AbsorbedModel(ds.Model):
                 sc = c.s_eff * (c_kv_hat[:t + 1] @ q_tilde[t] + k_rope[:t + 1] @ q_rope[t, h])
                 pr = ds.softmax(sc)
                 o[t, h] = B @ (pr @ c_kv_hat[:t + 1])
-        return o.reshape(T, n_h * dv) @ self.w(p + "o_proj.weight").T
+        return self.linear(o.reshape(T, n_h * dv), p + "o_proj.weight")
 
 
 def self_test(workdir):
@@ -592,6 +644,17 @@ def self_test(workdir):
             other = ds.Model(d2).forward(tokens)
             S.check(f"{label}: {dt} checkpoint in {shards} file(s) gives identical logits",
                     np.array_equal(other, logits))
+        # Streaming: weights read one row at a time (every FP8 block split) give the same logits.
+        # Each output element is the same dot product either way; only BLAS's blocking of it may
+        # differ, so the bound is a few float64 roundings, not 1e-12.
+        default_block, ds.BLOCK_VALUES = ds.BLOCK_VALUES, 1
+        try:
+            streamed = ds.Model(os.path.join(tmp, f"{label}-FP8-4")).forward(tokens)
+        finally:
+            ds.BLOCK_VALUES = default_block
+        err = np.max(row_errors(streamed, logits))
+        S.check(f"{label}: weights read one row at a time give the same logits", err <= 1e-14,
+                f"row-relative {err:.1e}, bound 1e-14")
         if m.has_mtp():
             mtp = m.mtp_forward(tokens, h_final)
             S.check(f"{label}: MTP logits are [T-1, V] and finite", mtp.shape == (len(tokens) - 1, cfg["vocab_size"])
@@ -599,6 +662,22 @@ def self_test(workdir):
             p_log, p_h = ds.Model(ref_dir).forward(tokens[:5], return_hidden=True)
             mtp_prefix = ds.Model(ref_dir).mtp_forward(tokens[:5], p_h)
             S.close(f"{label}: MTP is causal too", mtp_prefix, mtp[:4], 1e-12, 1e-12 * np.max(np.abs(mtp)))
+
+    # ---- streaming reads: rows and token rows equal the whole tensor's; the written layout is
+    # one another writer might produce (a scale before its weight, a scale in another shard) ----
+    ck = st.Checkpoint(os.path.join(tmp, "tiny-v3-FP8-4"))
+    name = "model.layers.0.mlp.up_proj.weight"                   # FP8 [48, 32]: one partial block
+    whole = ck.get(name)
+    S.check("streaming: rows 5..40 of an FP8 weight equal those of the whole weight",
+            np.array_equal(ck.rows(name, 5, 40), whole[5:40]))
+    S.check("streaming: embedding rows by token id (repeats, any order) equal the whole matrix's",
+            np.array_equal(ck.take("model.embed_tokens.weight", [7, 0, 7, 49]), ck.get("model.embed_tokens.weight")[[7, 0, 7, 49]]))
+    scales = [n for n in ck.names() if n.endswith("_scale_inv")]
+    before = [n for n in scales if ck.where[n] is ck.where[n[:-len("_scale_inv")]]
+              and ck.where[n].entries[n][2] < ck.where[n].entries[n[:-len("_scale_inv")]][2]]
+    apart = [n for n in scales if ck.where[n] is not ck.where[n[:-len("_scale_inv")]]]
+    S.check("layout: some scales lie before their weight, some in another shard", before and apart,
+            f"{len(before)} before, {len(apart)} in another shard, of {len(scales)}")
 
     # ---- a missing FP8 scale is an error naming the tensor ----
     d3 = os.path.join(tmp, "tiny-v3-FP8-1")
@@ -644,12 +723,19 @@ def main():
                     help="succeed only if the logits disagree (checks that the comparison can fail)")
     ap.add_argument("--own-checkpoint", choices=sorted(OWN_CONFIGS),
                     help="write the checkpoint with this directory's numpy writer instead of dsr1 init-model")
+    ap.add_argument("--numpy-only", action="store_true",
+                    help="with --own-checkpoint: write the checkpoint and run the numpy side alone (time, memory); no dsr1")
+    ap.add_argument("--remove-checkpoint", action="store_true",
+                    help="delete the checkpoint and the dump when done, pass or fail")
     ap.add_argument("--require-past-original", action="store_true",
                     help="fail unless the config uses yarn and the last position is >= original_max_position_embeddings")
     a = ap.parse_args()
     if a.self_test:
         return self_test(a.workdir)
-    missing = [k for k in ("dsr1", "tokens", "workdir") if getattr(a, k) is None]
+    if a.numpy_only and not a.own_checkpoint:
+        ap.error("--numpy-only needs --own-checkpoint")
+    missing = [k for k in (("tokens", "workdir") if a.numpy_only else ("dsr1", "tokens", "workdir"))
+               if getattr(a, k) is None]
     if a.preset is None and a.own_checkpoint is None:
         missing.append("preset (or --own-checkpoint)")
     if missing:

@@ -22,7 +22,7 @@ import os
 
 import numpy as np
 
-from safetensors_np import Checkpoint
+from safetensors_np import FP8_BLOCK, Checkpoint
 
 
 class ConfigError(Exception):
@@ -237,8 +237,7 @@ def route(ell, cfg, bias=None):
 
 # ---- the model -----------------------------------------------------------------------------
 
-# Model.linear reads a weight in blocks of about this many float64 values (64 MB), whole
-# multiples of the 128-row FP8 block, so that each block meets its scales once.
+# Model.linear reads a weight in blocks of about this many float64 values (64 MB).
 BLOCK_VALUES = 8 * 1024 * 1024
 
 
@@ -265,7 +264,9 @@ class Model:
         n_out, n_in = self.ckpt.shape(name)
         if x.shape[-1] != n_in:
             raise ValueError(f"{name} is [{n_out}, {n_in}], applied to input of width {x.shape[-1]}")
-        step = max(1, BLOCK_VALUES // max(n_in, 1) // 128) * 128          # rows per block
+        step = max(1, BLOCK_VALUES // max(n_in, 1))                        # rows per block
+        if step >= FP8_BLOCK:
+            step -= step % FP8_BLOCK              # whole FP8 block rows: each block meets its scales once
         y = np.empty(x.shape[:-1] + (n_out,))
         for r0 in range(0, n_out, step):
             r1 = min(r0 + step, n_out)
