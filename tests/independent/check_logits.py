@@ -418,6 +418,9 @@ def write_checkpoint(directory, cfg, weights, dtype="F32", shards=1, layout_seed
     the headers list them by name, and the index maps names to shards.
     """
     os.makedirs(directory, exist_ok=True)
+    if dtype == "FP8":   # as V3's config.json declares its FP8 weights (spec §1.2)
+        cfg = dict(cfg, quantization_config={"activation_scheme": "dynamic", "fmt": "e4m3", "quant_method": "fp8",
+                                             "weight_block_size": [st.FP8_BLOCK, st.FP8_BLOCK]})
     with open(os.path.join(directory, "config.json"), "w") as f:
         json.dump(cfg, f, indent=1)
 
@@ -678,6 +681,13 @@ def self_test(workdir):
     apart = [n for n in scales if ck.where[n] is not ck.where[n[:-len("_scale_inv")]]]
     S.check("layout: some scales lie before their weight, some in another shard", before and apart,
             f"{len(before)} before, {len(apart)} in another shard, of {len(scales)}")
+
+    # ---- an FP8 block size other than 128x128 is an error naming the field ----
+    try:
+        ds.Config(dict(TINY_V3, quantization_config={"quant_method": "fp8", "weight_block_size": [64, 64]}))
+        S.check("fp8: quantization_config.weight_block_size [64, 64] is rejected", False)
+    except ds.ConfigError as e:
+        S.check("fp8: quantization_config.weight_block_size [64, 64] is rejected", "weight_block_size" in str(e), str(e))
 
     # ---- a missing FP8 scale is an error naming the tensor ----
     d3 = os.path.join(tmp, "tiny-v3-FP8-1")

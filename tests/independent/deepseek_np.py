@@ -88,7 +88,19 @@ class Config:
             if self.topk_method not in ("greedy", "group_limited_greedy", "noaux_tc"):
                 raise ConfigError(f"{source}: topk_method {self.topk_method} is not greedy, "
                                   "group_limited_greedy or noaux_tc (§7)")
+        self._check_quantization()
         self._init_rope()
+
+    def _check_quantization(self):
+        """§1.2, §10: an FP8 checkpoint's quantization_config must describe what safetensors_np
+        decodes: e4m3 weights with one scale per 128x128 block."""
+        q = self.raw.get("quantization_config")
+        if q is None:
+            return
+        want = {"quant_method": "fp8", "fmt": "e4m3", "weight_block_size": [FP8_BLOCK, FP8_BLOCK]}
+        for key, value in want.items():
+            if key in q and q[key] != value:
+                raise ConfigError(f"{self.source}: quantization_config.{key} is {q[key]}, expected {value} (§10)")
 
     @staticmethod
     def load(directory):
