@@ -408,7 +408,7 @@ def bf16_round(v):
     return bits.view(np.float32).astype(np.float64)
 
 
-def write_checkpoint(directory, cfg, weights, dtype="F32", shards=1, layout_seed=0):
+def write_checkpoint(directory, cfg, weights, dtype="F32", shards=1):
     """Writes config.json and safetensors in dtype F64/F32/F16/BF16, or FP8 = F8_E4M3 linear
     weights + F32 weight_scale_inv, BF16 for the rest (F32 router bias), as V3 is stored.
 
@@ -436,18 +436,18 @@ def write_checkpoint(directory, cfg, weights, dtype="F32", shards=1, layout_seed
         else:
             kind = dtype if dtype != "FP8" else ("F32" if name.endswith("e_score_correction_bias") else "BF16")
             stored.append((name, kind, shape, blocks(name, lambda b, n=name, k=kind: st.encode(weights.values(n, b), k))))
-    order = np.random.default_rng(layout_seed).permutation(len(stored))
+    order = np.random.default_rng(0).permutation(len(stored))      # one fixed shuffle
     stored = [stored[i] for i in order]
     chunks = {name: make for name, _, _, make in stored}
 
-    per = math.ceil(len(stored) / max(shards, 1))
-    files = [stored[k * per:(k + 1) * per] for k in range(max(shards, 1))]
     if shards <= 1:
         st.write_streaming(os.path.join(directory, "model.safetensors"),
                            [(n, dt, sh) for n, dt, sh, _ in stored], lambda n: chunks[n]())
         return
     weight_map = {}
-    for k, part in enumerate(files):
+    per = math.ceil(len(stored) / shards)
+    for k in range(shards):
+        part = stored[k * per:(k + 1) * per]
         fname = f"model-{k + 1:05d}-of-{shards:05d}.safetensors"
         st.write_streaming(os.path.join(directory, fname), [(n, dt, sh) for n, dt, sh, _ in part],
                            lambda n: chunks[n]())
@@ -525,6 +525,14 @@ def self_test(workdir):
     S.check("safetensors: F64, F32, BF16 round trip exactly",
             all(np.array_equal(f.raw(f"x_{dt}"), vals) for dt in ("F64", "F32", "BF16")))
     S.close("safetensors: F16 round trip to half precision", f.raw("x_F16"), vals, 1e-3)
+    # Another writer need not align tensors: an F32 and a BF16 tensor after 3 bytes of FP8.
+    q = os.path.join(tmp, "unaligned.safetensors")
+    st.write(q, {"b": ("F8_E4M3", (3,), bytes([0x38, 0xB8, 0x3C])), "f": ("F32", (3, 5), st.encode(vals, "F32")),
+                 "h": ("BF16", (3, 5), st.encode(vals, "BF16"))})
+    g = st.SafetensorsFile(q)
+    S.check("safetensors: tensors at unaligned offsets (3, 63) read exactly",
+            g.entries["f"][2] == 3 and g.raw("b").tolist() == [1.0, -1.0, 1.5]
+            and np.array_equal(g.raw("f"), vals) and np.array_equal(g.raw("h", 1, 3), vals[1:3]))
     raw = open(p, "rb").read()
     n_header = int.from_bytes(raw[:8], "little")
     bad = {
@@ -671,7 +679,7 @@ def self_test(workdir):
     ck = st.Checkpoint(os.path.join(tmp, "tiny-v3-FP8-4"))
     name = "model.layers.0.mlp.up_proj.weight"                   # FP8 [48, 32]: one partial block
     whole = ck.get(name)
-    S.check("streaming: rows 5..40 of an FP8 weight equal those of the whole weight",
+    S.check("streaming: rows 5..39 of an FP8 weight equal those of the whole weight",
             np.array_equal(ck.rows(name, 5, 40), whole[5:40]))
     S.check("streaming: embedding rows by token id (repeats, any order) equal the whole matrix's",
             np.array_equal(ck.take("model.embed_tokens.weight", [7, 0, 7, 49]), ck.get("model.embed_tokens.weight")[[7, 0, 7, 49]]))
