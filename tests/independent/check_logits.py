@@ -6,8 +6,9 @@
                   [--rtol R] [--mtp] [--require-past-original] [--dsr1-arg=ARG ...] [--expect-mismatch]
   check_logits.py --own-checkpoint tiny-v3 ... (as above, but the checkpoint is written here, not by dsr1)
                   [--remove-checkpoint]   (delete the checkpoint and the dump afterwards)
-  check_logits.py --own-checkpoint v3-width --dtype fp8 --numpy-only --tokens ... --workdir DIR
-                  (write the checkpoint and run the numpy side alone: its time and peak memory)
+  check_logits.py --own-checkpoint v3-width --dtype fp8 --numpy-only [--max-rss-gb G] --tokens ... --workdir DIR
+                  (write the checkpoint and run the numpy side alone, naive against absorbed
+                  attention: its time and peak memory; --max-rss-gb fails above G GB)
   check_logits.py --self-test [--workdir DIR]
 
 1. dsr1 init-model writes DIR/model (config.json + safetensors, HF names);
@@ -56,13 +57,13 @@ def row_errors(got, want):
     return np.max(np.abs(got - want), axis=1) / scale
 
 
-def compare(label, got, want, rtol):
+def compare(label, got, want, rtol, got_name="dsr1", want_name="numpy"):
     """Prints a summary; returns True iff shapes match, err <= rtol and argmaxes agree."""
     if got.shape != want.shape:
-        print(f"FAIL {label}: dsr1 shape {list(got.shape)} != numpy shape {list(want.shape)}")
+        print(f"FAIL {label}: {got_name} shape {list(got.shape)} != {want_name} shape {list(want.shape)}")
         return False
     if not np.all(np.isfinite(got)):
-        print(f"FAIL {label}: dsr1 values are not all finite")
+        print(f"FAIL {label}: {got_name} values are not all finite")
         return False
     err = row_errors(got, want)
     worst = int(np.argmax(err))
@@ -71,12 +72,12 @@ def compare(label, got, want, rtol):
     ok_arg = bool(np.all(am_got == am_want))
     print(f"{label}: T={got.shape[0]} V={got.shape[1]}  max row-relative error {np.max(err):.3e} "
           f"(row {worst}) vs rtol {rtol:.1e}: {'ok' if ok_err else 'TOO LARGE'}")
-    print(f"{label}: argmax dsr1  {am_got.tolist()}")
-    print(f"{label}: argmax numpy {am_want.tolist()}: {'agree' if ok_arg else 'DISAGREE'}")
+    print(f"{label}: argmax {got_name:<6} {am_got.tolist()}")
+    print(f"{label}: argmax {want_name:<6} {am_want.tolist()}: {'agree' if ok_arg else 'DISAGREE'}")
     if not ok_err:
         for t in range(got.shape[0]):
             v = int(np.argmax(np.abs(got[t] - want[t])))
-            print(f"  row {t}: err {err[t]:.3e}  worst v={v}: dsr1 {got[t, v]:.17g} numpy {want[t, v]:.17g}")
+            print(f"  row {t}: err {err[t]:.3e}  worst v={v}: {got_name} {got[t, v]:.17g} {want_name} {want[t, v]:.17g}")
     return ok_err and ok_arg
 
 
@@ -139,14 +140,7 @@ def make_and_compare(a, model_dir, dump):
             init += ["--shards", str(a.shards)]
         run(init)
     if a.numpy_only:
-        t0 = time.time()
-        model = ds.Model(model_dir)
-        logits = model.forward(tokens)
-        print(f"numpy forward: {time.time() - t0:.1f} s, peak RSS {peak_rss_mb():.0f} MB; "
-              f"{describe(model.cfg, len(tokens))}")
-        print(f"logits: [{logits.shape[0]}, {logits.shape[1]}], argmax {np.argmax(logits, axis=1).tolist()}; "
-              "not compared (--numpy-only)")
-        return 0 if np.all(np.isfinite(logits)) else 1
+        return numpy_alone(a, model_dir, tokens)
     cmd = [a.dsr1, "run", "--model", model_dir, "--tokens", ",".join(map(str, tokens)), "--dump", dump]
     if a.attn:
         cmd += ["--attn", a.attn]
@@ -168,7 +162,7 @@ def make_and_compare(a, model_dir, dump):
     c = model.cfg
     want, h_final = model.forward(tokens, return_hidden=True)
     print(f"numpy forward: {time.time() - t0:.2f} s, peak RSS {peak_rss_mb():.0f} MB; {describe(c, len(tokens))}")
-    ok = compare("logits", got, want, a.rtol)
+    ok = compare("logits", got, want, a.rtol) and within_rss_budget(a)
     if a.expect_mismatch:
         print("expected a mismatch: " + ("none found, FAIL" if ok else "found, PASS"))
         return 1 if ok else 0
@@ -188,6 +182,31 @@ def make_and_compare(a, model_dir, dump):
         print("mtp.logits: not in the dump; MTP not compared")
     print("PASS" if ok else "FAIL")
     return 0 if ok else 1
+
+
+def numpy_alone(a, model_dir, tokens):
+    """--numpy-only: the naive forward pass against the absorbed one (AbsorbedModel, spec §4.3),
+    both streamed, with their time and the process's peak RSS; no dsr1."""
+    t0 = time.time()
+    model = ds.Model(model_dir)
+    naive = model.forward(tokens)
+    print(f"numpy forward: {time.time() - t0:.1f} s, peak RSS {peak_rss_mb():.0f} MB; "
+          f"{describe(model.cfg, len(tokens))}", flush=True)
+    t0 = time.time()
+    absorbed = AbsorbedModel(model_dir).forward(tokens)
+    print(f"numpy forward, absorbed attention: {time.time() - t0:.1f} s, peak RSS {peak_rss_mb():.0f} MB")
+    ok = compare("logits", absorbed, naive, a.rtol, "absorbed", "naive") and within_rss_budget(a)
+    print("PASS" if ok else "FAIL")
+    return 0 if ok else 1
+
+
+def within_rss_budget(a):
+    """--max-rss-gb: the streaming promise, checked: the process never held more than that."""
+    if a.max_rss_gb is None:
+        return True
+    ok = peak_rss_mb() <= a.max_rss_gb * 1024
+    print(f"peak RSS {peak_rss_mb() / 1024:.2f} GB vs --max-rss-gb {a.max_rss_gb}: {'ok' if ok else 'TOO LARGE'}")
+    return ok
 
 
 def describe(c, T):
@@ -742,7 +761,10 @@ def main():
     ap.add_argument("--own-checkpoint", choices=sorted(OWN_CONFIGS),
                     help="write the checkpoint with this directory's numpy writer instead of dsr1 init-model")
     ap.add_argument("--numpy-only", action="store_true",
-                    help="with --own-checkpoint: write the checkpoint and run the numpy side alone (time, memory); no dsr1")
+                    help="with --own-checkpoint: write the checkpoint and run the numpy side alone, naive "
+                         "against absorbed attention (time, memory); no dsr1")
+    ap.add_argument("--max-rss-gb", type=float,
+                    help="fail if the peak resident memory of this process exceeds this many GB")
     ap.add_argument("--remove-checkpoint", action="store_true",
                     help="delete the checkpoint and the dump when done, pass or fail")
     ap.add_argument("--require-past-original", action="store_true",
