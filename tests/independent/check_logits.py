@@ -149,7 +149,9 @@ def make_and_compare(a, model_dir, dump):
     if a.mtp:
         cmd += ["--mtp"]
     cmd += a.dsr1_arg
+    t0 = time.time()
     run(cmd)
+    print(f"dsr1 run: {time.time() - t0:.1f} s", flush=True)
 
     out = st.SafetensorsFile(dump)
     if "logits" not in out.entries:
