@@ -5,6 +5,10 @@
                   [--dtype f64|f32|f16|bf16|fp8] [--shards N] [--attn naive|absorbed] [--decode-from P]
                   [--rtol R] [--mtp] [--require-past-original] [--dsr1-arg=ARG ...] [--expect-mismatch]
   check_logits.py --own-checkpoint tiny-v3 ... (as above, but the checkpoint is written here, not by dsr1)
+                  [--remove-checkpoint]   (delete the checkpoint and the dump afterwards)
+  check_logits.py --own-checkpoint v3-width --dtype fp8 --numpy-only [--max-rss-gb G] --tokens ... --workdir DIR
+                  (write the checkpoint and run the numpy side alone, naive against absorbed
+                  attention: its time and peak memory; --max-rss-gb fails above G GB)
   check_logits.py --self-test [--workdir DIR]
 
 1. dsr1 init-model writes DIR/model (config.json + safetensors, HF names);
@@ -22,11 +26,13 @@ import argparse
 import json
 import math
 import os
+import resource
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+import zlib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -51,13 +57,13 @@ def row_errors(got, want):
     return np.max(np.abs(got - want), axis=1) / scale
 
 
-def compare(label, got, want, rtol):
+def compare(label, got, want, rtol, got_name="dsr1", want_name="numpy"):
     """Prints a summary; returns True iff shapes match, err <= rtol and argmaxes agree."""
     if got.shape != want.shape:
-        print(f"FAIL {label}: dsr1 shape {list(got.shape)} != numpy shape {list(want.shape)}")
+        print(f"FAIL {label}: {got_name} shape {list(got.shape)} != {want_name} shape {list(want.shape)}")
         return False
     if not np.all(np.isfinite(got)):
-        print(f"FAIL {label}: dsr1 values are not all finite")
+        print(f"FAIL {label}: {got_name} values are not all finite")
         return False
     err = row_errors(got, want)
     worst = int(np.argmax(err))
@@ -66,12 +72,12 @@ def compare(label, got, want, rtol):
     ok_arg = bool(np.all(am_got == am_want))
     print(f"{label}: T={got.shape[0]} V={got.shape[1]}  max row-relative error {np.max(err):.3e} "
           f"(row {worst}) vs rtol {rtol:.1e}: {'ok' if ok_err else 'TOO LARGE'}")
-    print(f"{label}: argmax dsr1  {am_got.tolist()}")
-    print(f"{label}: argmax numpy {am_want.tolist()}: {'agree' if ok_arg else 'DISAGREE'}")
+    print(f"{label}: argmax {got_name:<6} {am_got.tolist()}")
+    print(f"{label}: argmax {want_name:<6} {am_want.tolist()}: {'agree' if ok_arg else 'DISAGREE'}")
     if not ok_err:
         for t in range(got.shape[0]):
             v = int(np.argmax(np.abs(got[t] - want[t])))
-            print(f"  row {t}: err {err[t]:.3e}  worst v={v}: dsr1 {got[t, v]:.17g} numpy {want[t, v]:.17g}")
+            print(f"  row {t}: err {err[t]:.3e}  worst v={v}: {got_name} {got[t, v]:.17g} {want_name} {want[t, v]:.17g}")
     return ok_err and ok_arg
 
 
@@ -89,11 +95,29 @@ def run(cmd):
     return r.stdout
 
 
+def peak_rss_mb():
+    """Peak resident memory of this process so far (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def check_against_dsr1(a):
-    tokens = [int(t) for t in a.tokens.split(",")]
-    os.makedirs(a.workdir, exist_ok=True)
+    """Makes the checkpoint, runs dsr1 and numpy, compares; with --remove-checkpoint the
+    checkpoint and the dump are deleted afterwards, pass or fail (a full-width one is 6 GB)."""
     model_dir = os.path.join(a.workdir, "model")
     dump = os.path.join(a.workdir, "out.safetensors")
+    try:
+        return make_and_compare(a, model_dir, dump)
+    finally:
+        if a.remove_checkpoint:
+            shutil.rmtree(model_dir, ignore_errors=True)
+            if os.path.exists(dump):
+                os.remove(dump)
+            print(f"removed {model_dir} and {dump}")
+
+
+def make_and_compare(a, model_dir, dump):
+    tokens = [int(t) for t in a.tokens.split(",")]
+    os.makedirs(a.workdir, exist_ok=True)
     if os.path.exists(model_dir):
         shutil.rmtree(model_dir)
     if os.path.exists(dump):
@@ -103,8 +127,11 @@ def check_against_dsr1(a):
         # The checkpoint comes from this directory's own writer, so dsr1's loader is checked too.
         cfg = OWN_CONFIGS[a.own_checkpoint]
         dtype = {"f64": "F64", "f32": "F32", "bf16": "BF16", "f16": "F16", "fp8": "FP8", None: "F32"}[a.dtype]
-        write_checkpoint(model_dir, cfg, random_weights(cfg, a.seed), dtype, a.shards or 1)
-        print(f"wrote {a.own_checkpoint} ({dtype}, {a.shards or 1} file(s)) to {model_dir} with numpy")
+        t0 = time.time()
+        write_checkpoint(model_dir, cfg, RandomWeights(cfg, a.seed), dtype, a.shards or 1)
+        size = sum(os.path.getsize(os.path.join(model_dir, f)) for f in os.listdir(model_dir))
+        print(f"wrote {a.own_checkpoint} ({dtype}, {a.shards or 1} file(s), {size / 1e9:.2f} GB) to {model_dir} "
+              f"with numpy in {time.time() - t0:.1f} s", flush=True)
     else:
         init = [a.dsr1, "init-model", "--preset", a.preset, "--seed", str(a.seed), "--out", model_dir]
         if a.dtype:
@@ -112,6 +139,8 @@ def check_against_dsr1(a):
         if a.shards:
             init += ["--shards", str(a.shards)]
         run(init)
+    if a.numpy_only:
+        return numpy_alone(a, model_dir, tokens)
     cmd = [a.dsr1, "run", "--model", model_dir, "--tokens", ",".join(map(str, tokens)), "--dump", dump]
     if a.attn:
         cmd += ["--attn", a.attn]
@@ -120,7 +149,9 @@ def check_against_dsr1(a):
     if a.mtp:
         cmd += ["--mtp"]
     cmd += a.dsr1_arg
+    t0 = time.time()
     run(cmd)
+    print(f"dsr1 run: {time.time() - t0:.1f} s", flush=True)
 
     out = st.SafetensorsFile(dump)
     if "logits" not in out.entries:
@@ -132,8 +163,8 @@ def check_against_dsr1(a):
     model = ds.Model(model_dir)
     c = model.cfg
     want, h_final = model.forward(tokens, return_hidden=True)
-    print(f"numpy forward: {time.time() - t0:.2f} s; {describe(c, len(tokens))}")
-    ok = compare("logits", got, want, a.rtol)
+    print(f"numpy forward: {time.time() - t0:.2f} s, peak RSS {peak_rss_mb():.0f} MB; {describe(c, len(tokens))}")
+    ok = compare("logits", got, want, a.rtol) and within_rss_budget(a)
     if a.expect_mismatch:
         print("expected a mismatch: " + ("none found, FAIL" if ok else "found, PASS"))
         return 1 if ok else 0
@@ -153,6 +184,31 @@ def check_against_dsr1(a):
         print("mtp.logits: not in the dump; MTP not compared")
     print("PASS" if ok else "FAIL")
     return 0 if ok else 1
+
+
+def numpy_alone(a, model_dir, tokens):
+    """--numpy-only: the naive forward pass against the absorbed one (AbsorbedModel, spec §4.3),
+    both streamed, with their time and the process's peak RSS; no dsr1."""
+    t0 = time.time()
+    model = ds.Model(model_dir)
+    naive = model.forward(tokens)
+    print(f"numpy forward: {time.time() - t0:.1f} s, peak RSS {peak_rss_mb():.0f} MB; "
+          f"{describe(model.cfg, len(tokens))}", flush=True)
+    t0 = time.time()
+    absorbed = AbsorbedModel(model_dir).forward(tokens)
+    print(f"numpy forward, absorbed attention: {time.time() - t0:.1f} s, peak RSS {peak_rss_mb():.0f} MB")
+    ok = compare("logits", absorbed, naive, a.rtol, "absorbed", "naive") and within_rss_budget(a)
+    print("PASS" if ok else "FAIL")
+    return 0 if ok else 1
+
+
+def within_rss_budget(a):
+    """--max-rss-gb: the streaming promise, checked: the process never held more than that."""
+    if a.max_rss_gb is None:
+        return True
+    ok = peak_rss_mb() <= a.max_rss_gb * 1024
+    print(f"peak RSS {peak_rss_mb() / 1024:.2f} GB vs --max-rss-gb {a.max_rss_gb}: {'ok' if ok else 'TOO LARGE'}")
+    return ok
 
 
 def describe(c, T):
@@ -224,7 +280,26 @@ TINY_V2 = dict(TINY_V2_LITE, q_lora_rank=24, n_group=4, topk_group=2, routed_sca
 # have partial edge blocks (spec §10, P13), e.g. dense up_proj [260, 136] -> scale [3, 2].
 TINY_V3_WIDE = dict(TINY_V3, vocab_size=140, hidden_size=136, intermediate_size=260, num_hidden_layers=2,
                     num_attention_heads=2, num_key_value_heads=2, q_lora_rank=130, kv_lora_rank=132, qk_nope_head_dim=64)
-OWN_CONFIGS = {"tiny-v3": TINY_V3, "tiny-v2-lite": TINY_V2_LITE, "tiny-v2": TINY_V2, "tiny-v3-wide": TINY_V3_WIDE}
+
+# DeepSeek-V3 at its true width (hidden 7168, 128 heads, q/kv ranks 1536/512, head dims
+# 128/64/128, dense FFN 18432, expert FFN 2048, vocab 129280, V3's YaRN), cut to 3 layers (one
+# dense, two MoE) and 16 routed experts in 4 groups, 2 groups kept, 4 chosen (V3: 256 in 8, 4
+# kept, 8 chosen), no MTP layer. Stored as FP8 it is a 6.2 GB checkpoint.
+V3_WIDTH = dict(TINY_V3, vocab_size=129280, hidden_size=7168, intermediate_size=18432, moe_intermediate_size=2048,
+                num_hidden_layers=3, num_attention_heads=128, num_key_value_heads=128, n_shared_experts=1,
+                n_routed_experts=16, num_experts_per_tok=4, n_group=4, topk_group=2, first_k_dense_replace=1,
+                q_lora_rank=1536, kv_lora_rank=512, qk_nope_head_dim=128, qk_rope_head_dim=64, v_head_dim=128,
+                rope_theta=10000.0, max_position_embeddings=163840, num_nextn_predict_layers=0,
+                rope_scaling={"type": "yarn", "factor": 40.0, "original_max_position_embeddings": 4096,
+                              "beta_fast": 32, "beta_slow": 1, "mscale": 1.0, "mscale_all_dim": 1.0})
+# The same shape of model at a width today's dsr1 holds in memory and CI runs in seconds: hidden
+# 1024, 8 heads of V3's head dims, vocab 8000, with the MTP layer; kv_a_proj [224, 1024], dense
+# FFN 2800 and expert FFN 200 end in partial 128x128 FP8 blocks.
+V3_MID = dict(V3_WIDTH, vocab_size=8000, hidden_size=1024, intermediate_size=2800, moe_intermediate_size=200,
+              num_attention_heads=8, num_key_value_heads=8, q_lora_rank=384, kv_lora_rank=160,
+              num_nextn_predict_layers=1)
+OWN_CONFIGS = {"tiny-v3": TINY_V3, "tiny-v2-lite": TINY_V2_LITE, "tiny-v2": TINY_V2, "tiny-v3-wide": TINY_V3_WIDE,
+               "v3-mid": V3_MID, "v3-width": V3_WIDTH}
 
 
 def checkpoint_shapes(cfg):
@@ -283,39 +358,69 @@ def is_fp8_weight(name):
                                    "mlp.experts.", "mlp.shared_experts."))
 
 
-def random_weights(cfg, seed):
-    """Weights with values exact in every storage dtype: FP8-representable linear weights times a
-    per-block power-of-two-ish scale, and bf16-representable everything else.
+# The random FP8 weights are random bytes with bit 6 cleared: e4m3 codes with exponent field
+# 0..7, i.e. zero, subnormals and normals up to |1.875|, never NaN (exponent field 15).
+E4M3_EXPONENT_TOP_BIT = np.uint8(0x40)
+# Weights are made up (and written) 128 rows at a time, one FP8 block row.
+ROW_BLOCK = st.FP8_BLOCK
 
-    Returns {name: (float64 values, fp8 codes or None, scale_inv or None)}.
+
+class RandomWeights:
+    """Made-up weights for a config, one 128-row block at a time, so that a full-width
+    checkpoint is written without holding it. Every value is exact in every storage dtype:
+    FP8 linear weights are e4m3 codes times a per-block scale (1 + k/8)·2^-m, everything else is
+    rounded to bf16. A block depends only on (seed, tensor name, block index), not on the file,
+    the shard or the order it is written in.
     """
-    rng = np.random.default_rng(seed)
-    finite_codes = np.array([b for b in range(256) if not math.isnan(st.E4M3_TABLE[b])])
-    out = {}
-    for name, shape in checkpoint_shapes(cfg).items():
+
+    def __init__(self, cfg, seed):
+        self.shapes = checkpoint_shapes(cfg)
+        self.seed = seed
+
+    def rng(self, name, block):
+        return np.random.default_rng([self.seed, zlib.crc32(name.encode()), block])
+
+    def n_blocks(self, name):
+        """Matrices come in 128-row blocks; a vector is one block."""
+        shape = self.shapes[name]
+        return math.ceil(shape[0] / ROW_BLOCK) if len(shape) == 2 else 1
+
+    def block_rows(self, name, block):
+        shape = self.shapes[name]
+        return (block * ROW_BLOCK, min((block + 1) * ROW_BLOCK, shape[0])) if len(shape) == 2 else (0, shape[0])
+
+    def scale_inv(self, name):
+        """FP8 weight [rows, cols]: its scale grid [ceil(rows/128), ceil(cols/128)].
+        scale = (1 + k/8) / 2 / 2^round(log2 sqrt(cols)): 4 significant bits, so that code × scale
+        is exact in bf16, and the weights have the usual 1/sqrt(in) size."""
+        rows, cols = self.shapes[name]
+        base = 2.0 ** -round(math.log2(math.sqrt(cols)))
+        k = self.rng(name + "_scale_inv", 0).integers(0, 8, size=st.scale_grid(rows, cols))
+        return base * (1 + k / 8.0) / 2.0
+
+    def codes(self, name, block):
+        """FP8 weight: the e4m3 codes of rows block*128 .. (block+1)*128 - 1."""
+        r0, r1 = self.block_rows(name, block)
+        codes = self.rng(name, block).integers(0, 256, size=(r1 - r0, self.shapes[name][1]), dtype=np.uint8)
+        return codes & ~E4M3_EXPONENT_TOP_BIT
+
+    def values(self, name, block):
+        """The float64 values of one block of a tensor (FP8 weights dequantised)."""
+        r0, r1 = self.block_rows(name, block)
         if is_fp8_weight(name):
-            rows, cols = shape
-            # codes with |value| <= 2 mostly: e4m3 exponent field <= 8
-            small = finite_codes[(finite_codes & 0x78) <= (8 << 3)]
-            codes = rng.choice(small, size=shape).astype(np.uint8)
-            grid = (math.ceil(rows / 128), math.ceil(cols / 128))
-            # scale = (1 + k/8) / sqrt(in): 4 significant bits, so products stay exact in float32
-            base = 2.0 ** -round(math.log2(math.sqrt(cols)))
-            scale = base * (1 + rng.integers(0, 8, size=grid) / 8.0) / 2.0
-            values = st.block_dequant(st.E4M3_TABLE[codes], scale, name)
-            out[name] = (values, codes, scale)
+            return st.block_dequant(st.E4M3_TABLE[self.codes(name, block)], self.scale_inv(name), name,
+                                    r0, self.shapes[name][0])
+        shape = (r1 - r0,) + tuple(self.shapes[name][1:])
+        z = self.rng(name, block).standard_normal(shape, dtype=np.float32).astype(np.float64)
+        if name.endswith("norm.weight") or "layernorm" in name:
+            v = 1.0 + 0.25 * z
+        elif name.endswith("e_score_correction_bias"):
+            v = 0.5 * z   # includes negative biases (P6)
+        elif "embed_tokens" in name:
+            v = z
         else:
-            if name.endswith("norm.weight") or "layernorm" in name:
-                v = 1.0 + 0.25 * rng.standard_normal(shape)
-            elif name.endswith("e_score_correction_bias"):
-                v = 0.5 * rng.standard_normal(shape)   # includes negative biases (P6)
-            elif "embed_tokens" in name:
-                v = rng.standard_normal(shape)
-            else:
-                v = rng.standard_normal(shape) / math.sqrt(shape[-1])
-            v = bf16_round(v)
-            out[name] = (v, None, None)
-    return out
+            v = z / math.sqrt(shape[-1])
+        return bf16_round(v)
 
 
 def bf16_round(v):
@@ -325,33 +430,51 @@ def bf16_round(v):
 
 
 def write_checkpoint(directory, cfg, weights, dtype="F32", shards=1):
-    """Writes config.json and safetensors (dtype F64/F32/BF16 or FP8 = F8_E4M3 + scales + BF16 rest)."""
+    """Writes config.json and safetensors in dtype F64/F32/F16/BF16, or FP8 = F8_E4M3 linear
+    weights + F32 weight_scale_inv, BF16 for the rest (F32 router bias), as V3 is stored.
+
+    Streams: each tensor is written 128 rows at a time as RandomWeights makes them up. The
+    layout is deliberately not the obvious one, as another writer's need not be: the tensors are
+    laid out in a shuffled order (a scale may come before its weight, or sit in another shard),
+    the headers list them by name, and the index maps names to shards.
+    """
     os.makedirs(directory, exist_ok=True)
+    if dtype == "FP8":   # as V3's config.json declares its FP8 weights (spec §1.2)
+        cfg = dict(cfg, quantization_config={"activation_scheme": "dynamic", "fmt": "e4m3", "quant_method": "fp8",
+                                             "weight_block_size": [st.FP8_BLOCK, st.FP8_BLOCK]})
     with open(os.path.join(directory, "config.json"), "w") as f:
         json.dump(cfg, f, indent=1)
-    tensors = {}
-    for name, (values, codes, scale) in weights.items():
-        if dtype == "FP8" and codes is not None:
-            tensors[name] = ("F8_E4M3", values.shape, st.encode(codes, "F8_E4M3"))
-            tensors[name + "_scale_inv"] = ("F32", scale.shape, st.encode(scale, "F32"))
-        elif dtype == "FP8":
-            kind = "F32" if name.endswith("e_score_correction_bias") else "BF16"
-            tensors[name] = (kind, values.shape, st.encode(values, kind))
+
+    def blocks(name, encode_block):
+        return lambda: (encode_block(b) for b in range(weights.n_blocks(name)))
+
+    stored = []   # (name, stored dtype, shape, chunks(): the tensor's bytes block by block)
+    for name, shape in weights.shapes.items():
+        if dtype == "FP8" and is_fp8_weight(name):
+            stored.append((name, "F8_E4M3", shape, blocks(name, lambda b, n=name: weights.codes(n, b).tobytes())))
+            scale = weights.scale_inv(name)
+            stored.append((name + "_scale_inv", "F32", scale.shape, lambda s=scale: [st.encode(s, "F32")]))
         else:
-            tensors[name] = (dtype, values.shape, st.encode(values, dtype))
-    names = list(tensors)
+            kind = dtype if dtype != "FP8" else ("F32" if name.endswith("e_score_correction_bias") else "BF16")
+            stored.append((name, kind, shape, blocks(name, lambda b, n=name, k=kind: st.encode(weights.values(n, b), k))))
+    order = np.random.default_rng(0).permutation(len(stored))      # one fixed shuffle
+    stored = [stored[i] for i in order]
+    chunks = {name: make for name, _, _, make in stored}
+
     if shards <= 1:
-        st.write(os.path.join(directory, "model.safetensors"), tensors)
+        st.write_streaming(os.path.join(directory, "model.safetensors"),
+                           [(n, dt, sh) for n, dt, sh, _ in stored], lambda n: chunks[n]())
         return
     weight_map = {}
-    per = math.ceil(len(names) / shards)
+    per = math.ceil(len(stored) / shards)
     for k in range(shards):
+        part = stored[k * per:(k + 1) * per]
         fname = f"model-{k + 1:05d}-of-{shards:05d}.safetensors"
-        part = {n: tensors[n] for n in names[k * per:(k + 1) * per]}
-        st.write(os.path.join(directory, fname), part)
-        weight_map.update({n: fname for n in part})
+        st.write_streaming(os.path.join(directory, fname), [(n, dt, sh) for n, dt, sh, _ in part],
+                           lambda n: chunks[n]())
+        weight_map.update({n: fname for n, _, _, _ in part})
     with open(os.path.join(directory, "model.safetensors.index.json"), "w") as f:
-        json.dump({"metadata": {}, "weight_map": weight_map}, f, indent=1)
+        json.dump({"metadata": {}, "weight_map": dict(sorted(weight_map.items()))}, f, indent=1)
 
 
 class AbsorbedModel(ds.Model):
@@ -364,11 +487,11 @@ class AbsorbedModel(ds.Model):
         n_h, dn, dr, dv, r_kv = c.n_h, c.d_nope, c.d_rope, c.d_v, c.r_kv
         p = prefix + "self_attn."
         if c.r_q:
-            c_q_hat = ds.rmsnorm(x @ self.w(p + "q_a_proj.weight").T, self.w(p + "q_a_layernorm.weight"), c.eps)
-            q = (c_q_hat @ self.w(p + "q_b_proj.weight").T).reshape(T, n_h, dn + dr)
+            c_q_hat = ds.rmsnorm(self.linear(x, p + "q_a_proj.weight"), self.w(p + "q_a_layernorm.weight"), c.eps)
+            q = self.linear(c_q_hat, p + "q_b_proj.weight").reshape(T, n_h, dn + dr)
         else:
-            q = (x @ self.w(p + "q_proj.weight").T).reshape(T, n_h, dn + dr)
-        kv_a = x @ self.w(p + "kv_a_proj_with_mqa.weight").T
+            q = self.linear(x, p + "q_proj.weight").reshape(T, n_h, dn + dr)
+        kv_a = self.linear(x, p + "kv_a_proj_with_mqa.weight")
         c_kv_hat = ds.rmsnorm(kv_a[:, :r_kv], self.w(p + "kv_a_layernorm.weight"), c.eps)
         k_rope = ds.rope_interleaved(kv_a[:, r_kv:], positions, c.theta_prime, c.rope_amp)
         q_rope = ds.rope_interleaved(q[:, :, dn:], positions, c.theta_prime, c.rope_amp)
@@ -381,7 +504,7 @@ class AbsorbedModel(ds.Model):
                 sc = c.s_eff * (c_kv_hat[:t + 1] @ q_tilde[t] + k_rope[:t + 1] @ q_rope[t, h])
                 pr = ds.softmax(sc)
                 o[t, h] = B @ (pr @ c_kv_hat[:t + 1])
-        return o.reshape(T, n_h * dv) @ self.w(p + "o_proj.weight").T
+        return self.linear(o.reshape(T, n_h * dv), p + "o_proj.weight")
 
 
 def self_test(workdir):
@@ -423,6 +546,14 @@ def self_test(workdir):
     S.check("safetensors: F64, F32, BF16 round trip exactly",
             all(np.array_equal(f.raw(f"x_{dt}"), vals) for dt in ("F64", "F32", "BF16")))
     S.close("safetensors: F16 round trip to half precision", f.raw("x_F16"), vals, 1e-3)
+    # Another writer need not align tensors: an F32 and a BF16 tensor after 3 bytes of FP8.
+    q = os.path.join(tmp, "unaligned.safetensors")
+    st.write(q, {"b": ("F8_E4M3", (3,), bytes([0x38, 0xB8, 0x3C])), "f": ("F32", (3, 5), st.encode(vals, "F32")),
+                 "h": ("BF16", (3, 5), st.encode(vals, "BF16"))})
+    g = st.SafetensorsFile(q)
+    S.check("safetensors: tensors at unaligned offsets (3, 63) read exactly",
+            g.entries["f"][2] == 3 and g.raw("b").tolist() == [1.0, -1.0, 1.5]
+            and np.array_equal(g.raw("f"), vals) and np.array_equal(g.raw("h", 1, 3), vals[1:3]))
     raw = open(p, "rb").read()
     n_header = int.from_bytes(raw[:8], "little")
     bad = {
@@ -523,7 +654,7 @@ def self_test(workdir):
     S.close("tiny configs: θ' = θ, a half blend, θ/8, θ/8",
             c.theta_prime, c.theta * np.array([1.0, 0.5 + 0.5 / 8, 1 / 8, 1 / 8]), 1e-15)
     for label, cfg in (("tiny-v3", TINY_V3), ("tiny-v2-lite", TINY_V2_LITE), ("tiny-v2", TINY_V2)):
-        weights = random_weights(cfg, 7)
+        weights = RandomWeights(cfg, 7)
         ref_dir = os.path.join(tmp, label + "-f64")
         write_checkpoint(ref_dir, cfg, weights, "F64")
         m = ds.Model(ref_dir)
@@ -545,6 +676,17 @@ def self_test(workdir):
             other = ds.Model(d2).forward(tokens)
             S.check(f"{label}: {dt} checkpoint in {shards} file(s) gives identical logits",
                     np.array_equal(other, logits))
+        # Streaming: weights read one row at a time (every FP8 block split) give the same logits.
+        # Each output element is the same dot product either way; only BLAS's blocking of it may
+        # differ, so the bound is a few float64 roundings, not 1e-12.
+        default_block, ds.BLOCK_VALUES = ds.BLOCK_VALUES, 1
+        try:
+            streamed = ds.Model(os.path.join(tmp, f"{label}-FP8-4")).forward(tokens)
+        finally:
+            ds.BLOCK_VALUES = default_block
+        err = np.max(row_errors(streamed, logits))
+        S.check(f"{label}: weights read one row at a time give the same logits", err <= 1e-14,
+                f"row-relative {err:.1e}, bound 1e-14")
         if m.has_mtp():
             mtp = m.mtp_forward(tokens, h_final)
             S.check(f"{label}: MTP logits are [T-1, V] and finite", mtp.shape == (len(tokens) - 1, cfg["vocab_size"])
@@ -552,6 +694,29 @@ def self_test(workdir):
             p_log, p_h = ds.Model(ref_dir).forward(tokens[:5], return_hidden=True)
             mtp_prefix = ds.Model(ref_dir).mtp_forward(tokens[:5], p_h)
             S.close(f"{label}: MTP is causal too", mtp_prefix, mtp[:4], 1e-12, 1e-12 * np.max(np.abs(mtp)))
+
+    # ---- streaming reads: rows and token rows equal the whole tensor's; the written layout is
+    # one another writer might produce (a scale before its weight, a scale in another shard) ----
+    ck = st.Checkpoint(os.path.join(tmp, "tiny-v3-FP8-4"))
+    name = "model.layers.0.mlp.up_proj.weight"                   # FP8 [48, 32]: one partial block
+    whole = ck.get(name)
+    S.check("streaming: rows 5..39 of an FP8 weight equal those of the whole weight",
+            np.array_equal(ck.rows(name, 5, 40), whole[5:40]))
+    S.check("streaming: embedding rows by token id (repeats, any order) equal the whole matrix's",
+            np.array_equal(ck.take("model.embed_tokens.weight", [7, 0, 7, 49]), ck.get("model.embed_tokens.weight")[[7, 0, 7, 49]]))
+    scales = [n for n in ck.names() if n.endswith("_scale_inv")]
+    before = [n for n in scales if ck.where[n] is ck.where[n[:-len("_scale_inv")]]
+              and ck.where[n].entries[n][2] < ck.where[n].entries[n[:-len("_scale_inv")]][2]]
+    apart = [n for n in scales if ck.where[n] is not ck.where[n[:-len("_scale_inv")]]]
+    S.check("layout: some scales lie before their weight, some in another shard", before and apart,
+            f"{len(before)} before, {len(apart)} in another shard, of {len(scales)}")
+
+    # ---- an FP8 block size other than 128x128 is an error naming the field ----
+    try:
+        ds.Config(dict(TINY_V3, quantization_config={"quant_method": "fp8", "weight_block_size": [64, 64]}))
+        S.check("fp8: quantization_config.weight_block_size [64, 64] is rejected", False)
+    except ds.ConfigError as e:
+        S.check("fp8: quantization_config.weight_block_size [64, 64] is rejected", "weight_block_size" in str(e), str(e))
 
     # ---- a missing FP8 scale is an error naming the tensor ----
     d3 = os.path.join(tmp, "tiny-v3-FP8-1")
@@ -597,12 +762,22 @@ def main():
                     help="succeed only if the logits disagree (checks that the comparison can fail)")
     ap.add_argument("--own-checkpoint", choices=sorted(OWN_CONFIGS),
                     help="write the checkpoint with this directory's numpy writer instead of dsr1 init-model")
+    ap.add_argument("--numpy-only", action="store_true",
+                    help="with --own-checkpoint: write the checkpoint and run the numpy side alone, naive "
+                         "against absorbed attention (time, memory); no dsr1")
+    ap.add_argument("--max-rss-gb", type=float,
+                    help="fail if the peak resident memory of this process exceeds this many GB")
+    ap.add_argument("--remove-checkpoint", action="store_true",
+                    help="delete the checkpoint and the dump when done, pass or fail")
     ap.add_argument("--require-past-original", action="store_true",
                     help="fail unless the config uses yarn and the last position is >= original_max_position_embeddings")
     a = ap.parse_args()
     if a.self_test:
         return self_test(a.workdir)
-    missing = [k for k in ("dsr1", "tokens", "workdir") if getattr(a, k) is None]
+    if a.numpy_only and not a.own_checkpoint:
+        ap.error("--numpy-only needs --own-checkpoint")
+    missing = [k for k in (("tokens", "workdir") if a.numpy_only else ("dsr1", "tokens", "workdir"))
+               if getattr(a, k) is None]
     if a.preset is None and a.own_checkpoint is None:
         missing.append("preset (or --own-checkpoint)")
     if missing:

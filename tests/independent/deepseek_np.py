@@ -5,6 +5,12 @@ safetensors), written from the architecture spec alone, the straightforward Hugg
 per-head keys and values materialised, a full causal mask, one pass over the whole sequence.
 Leaves out: KV caching, the absorbed attention form, batching, sampling, training losses.
 
+Weights are streamed from the checkpoint (safetensors_np), so a true-width V3 checkpoint fits in
+a few GB: every linear map `x @ W.T` reads and dequantises W a block of rows at a time
+(Model.linear), the embedding reads only the rows of the given tokens, the forward pass runs
+layer by layer, and a routed expert is read only when some token chose it. Nothing is cached:
+a weight is read again each time it is used.
+
 Row convention: activations are [T, width] with one token per ROW (HF style), weights are the
 checkpoint's [out, in], so a linear layer is `x @ W.T`.
 Spec sections are cited as "§n"; pitfalls as "Pn".
@@ -16,7 +22,7 @@ import os
 
 import numpy as np
 
-from safetensors_np import Checkpoint
+from safetensors_np import FP8_BLOCK, Checkpoint
 
 
 class ConfigError(Exception):
@@ -82,7 +88,19 @@ class Config:
             if self.topk_method not in ("greedy", "group_limited_greedy", "noaux_tc"):
                 raise ConfigError(f"{source}: topk_method {self.topk_method} is not greedy, "
                                   "group_limited_greedy or noaux_tc (§7)")
+        self._check_quantization()
         self._init_rope()
+
+    def _check_quantization(self):
+        """§1.2, §10: an FP8 checkpoint's quantization_config must describe what safetensors_np
+        decodes: e4m3 weights with one scale per 128x128 block."""
+        q = self.raw.get("quantization_config")
+        if q is None:
+            return
+        want = {"quant_method": "fp8", "fmt": "e4m3", "weight_block_size": [FP8_BLOCK, FP8_BLOCK]}
+        for key, value in want.items():
+            if key in q and q[key] != value:
+                raise ConfigError(f"{self.source}: quantization_config.{key} is {q[key]}, expected {value} (§10)")
 
     @staticmethod
     def load(directory):
@@ -186,11 +204,6 @@ def rope_interleaved(x, positions, theta_prime, amp=1.0):
     return y
 
 
-def swiglu(x, W_gate, W_up, W_down):
-    """§6: W_down · (silu(W_gate x) ⊙ W_up x)."""
-    return (silu(x @ W_gate.T) * (x @ W_up.T)) @ W_down.T
-
-
 def _topk_indices(score_row, k):
     """Indices of the k largest entries, descending; ties -> lower index (stable sort on (-score, index))."""
     order = sorted(range(len(score_row)), key=lambda j: (-score_row[j], j))
@@ -236,21 +249,41 @@ def route(ell, cfg, bias=None):
 
 # ---- the model -----------------------------------------------------------------------------
 
+# Model.linear reads a weight in blocks of about this many float64 values (64 MB).
+BLOCK_VALUES = 8 * 1024 * 1024
+
+
 class Model:
-    """Weights by HF name (§11), read lazily from the checkpoint and kept as float64."""
+    """Weights by HF name (§11), read from the checkpoint when a formula needs them."""
 
     def __init__(self, directory):
         self.cfg = Config.load(directory)
         self.ckpt = Checkpoint(directory)
-        self._cache = {}
 
     def w(self, name):
-        if name not in self._cache:
-            self._cache[name] = self.ckpt.get(name)
-        return self._cache[name]
+        """A whole tensor as float64: the norm weights, the router, the bias (small ones)."""
+        return self.ckpt.get(name)
 
     def has(self, name):
         return name in self.ckpt
+
+    def linear(self, x, name):
+        """y = x @ W.T for the checkpoint's W [out, in]; x: [T, in] -> y: [T, out].
+
+        Output column o needs only row o of W, so W is read, dequantised and multiplied one
+        block of rows at a time and each block is dropped before the next is read.
+        """
+        n_out, n_in = self.ckpt.shape(name)
+        if x.shape[-1] != n_in:
+            raise ValueError(f"{name} is [{n_out}, {n_in}], applied to input of width {x.shape[-1]}")
+        step = max(1, BLOCK_VALUES // max(n_in, 1))                        # rows per block
+        if step >= FP8_BLOCK:
+            step -= step % FP8_BLOCK              # whole FP8 block rows: each block meets its scales once
+        y = np.empty(x.shape[:-1] + (n_out,))
+        for r0 in range(0, n_out, step):
+            r1 = min(r0 + step, n_out)
+            y[..., r0:r1] = x @ self.ckpt.rows(name, r0, r1).T
+        return y
 
     # §4.1, §4.2: MLA in the naive form: per-head K and V materialised.
     def attention(self, x, prefix, positions):
@@ -259,17 +292,17 @@ class Model:
         n_h, dn, dr, dv, r_kv = c.n_h, c.d_nope, c.d_rope, c.d_v, c.r_kv
         p = prefix + "self_attn."
         if c.r_q:
-            c_q = x @ self.w(p + "q_a_proj.weight").T                          # [T, r_q]
+            c_q = self.linear(x, p + "q_a_proj.weight")                         # [T, r_q]
             c_q_hat = rmsnorm(c_q, self.w(p + "q_a_layernorm.weight"), c.eps)
-            q = c_q_hat @ self.w(p + "q_b_proj.weight").T                      # [T, n_h*(dn+dr)]
+            q = self.linear(c_q_hat, p + "q_b_proj.weight")                     # [T, n_h*(dn+dr)]
         else:
-            q = x @ self.w(p + "q_proj.weight").T
+            q = self.linear(x, p + "q_proj.weight")
         q = q.reshape(T, n_h, dn + dr)                    # head-major, [nope ; rope] per head
         q_nope, q_rope = q[:, :, :dn], q[:, :, dn:]
-        kv_a = x @ self.w(p + "kv_a_proj_with_mqa.weight").T                   # [T, r_kv + dr]
+        kv_a = self.linear(x, p + "kv_a_proj_with_mqa.weight")                  # [T, r_kv + dr]
         c_kv, k_rope = kv_a[:, :r_kv], kv_a[:, r_kv:]
         c_kv_hat = rmsnorm(c_kv, self.w(p + "kv_a_layernorm.weight"), c.eps)  # not on k_rope (P16)
-        kv = (c_kv_hat @ self.w(p + "kv_b_proj.weight").T).reshape(T, n_h, dn + dv)
+        kv = self.linear(c_kv_hat, p + "kv_b_proj.weight").reshape(T, n_h, dn + dv)
         k_nope, v = kv[:, :, :dn], kv[:, :, dn:]
         q_rope = rope_interleaved(q_rope, positions, c.theta_prime, c.rope_amp)
         k_rope = rope_interleaved(k_rope, positions, c.theta_prime, c.rope_amp)    # [T, dr], shared
@@ -283,28 +316,32 @@ class Model:
             scores[causal] = -np.inf
             probs = softmax(scores, axis=1)
             o[:, h, :] = probs @ v[:, h, :]
-        return o.reshape(T, n_h * dv) @ self.w(p + "o_proj.weight").T               # u: [T, d]
+        return self.linear(o.reshape(T, n_h * dv), p + "o_proj.weight")              # u: [T, d]
+
+    def swiglu(self, x, p):
+        """§6: W_down · (silu(W_gate x) ⊙ W_up x) with the weights p + gate_proj, up_proj, down_proj."""
+        return self.linear(silu(self.linear(x, p + "gate_proj.weight")) * self.linear(x, p + "up_proj.weight"),
+                           p + "down_proj.weight")
 
     # §6, §7: dense SwiGLU or routed experts + shared experts.
     def ffn(self, x, prefix, l):
         c = self.cfg
         p = prefix + "mlp."
         if not c.is_moe_layer(l):
-            return swiglu(x, self.w(p + "gate_proj.weight"), self.w(p + "up_proj.weight"),
-                          self.w(p + "down_proj.weight"))
-        ell = x @ self.w(p + "gate.weight").T                                       # [T, N_r]
+            return self.swiglu(x, p)
+        ell = self.linear(x, p + "gate.weight")                                     # [T, N_r]
         bias = self.w(p + "gate.e_score_correction_bias") if self.has(p + "gate.e_score_correction_bias") else None
+        # chosen[t] = {expert j: g_j} for the K experts token t chose.
+        chosen = [dict(zip(experts.tolist(), g)) for experts, g, _ in (route(ell[t], c, bias) for t in range(len(x)))]
         out = np.zeros_like(x)
-        for t in range(x.shape[0]):
-            experts, g, _ = route(ell[t], c, bias)
-            for j, gk in zip(experts, g):
-                e = f"{p}experts.{j}."
-                out[t] += gk * swiglu(x[t:t + 1], self.w(e + "gate_proj.weight"), self.w(e + "up_proj.weight"),
-                                      self.w(e + "down_proj.weight"))[0]
+        # Expert by expert, in ascending order, so each chosen expert is read once and an
+        # unchosen one never: rows = the tokens that chose expert j, g_j their weights for it.
+        for j in sorted(set().union(*chosen)):
+            rows = [t for t in range(len(x)) if j in chosen[t]]
+            g_j = np.array([chosen[t][j] for t in rows])                            # [len(rows)]
+            out[rows] += g_j[:, None] * self.swiglu(x[rows], f"{p}experts.{j}.")
         if c.N_s > 0:   # one shared MLP of width N_s·I_e (§6)
-            out += swiglu(x, self.w(p + "shared_experts.gate_proj.weight"),
-                          self.w(p + "shared_experts.up_proj.weight"),
-                          self.w(p + "shared_experts.down_proj.weight"))
+            out += self.swiglu(x, p + "shared_experts.")
         return out
 
     def block(self, h, l, positions):
@@ -314,8 +351,8 @@ class Model:
         h = h + self.ffn(rmsnorm(h, self.w(prefix + "post_attention_layernorm.weight"), c.eps), prefix, l)
         return h
 
-    def head_weight(self):
-        return self.w("model.embed_tokens.weight") if self.cfg.tie_word_embeddings else self.w("lm_head.weight")
+    def head_name(self):
+        return "model.embed_tokens.weight" if self.cfg.tie_word_embeddings else "lm_head.weight"
 
     def forward(self, tokens, return_hidden=False):
         """§2: logits [T, V] at every position; with return_hidden also h after model.norm [T, d]."""
@@ -324,11 +361,11 @@ class Model:
         if tokens.size == 0 or tokens.min() < 0 or tokens.max() >= c.V:
             raise ValueError(f"tokens must be in 0..{c.V - 1}, got {tokens.tolist()}")
         positions = np.arange(len(tokens))
-        h = self.w("model.embed_tokens.weight")[tokens]                              # [T, d]
-        for l in range(c.L):
+        h = self.ckpt.take("model.embed_tokens.weight", tokens)                      # [T, d]: T rows read
+        for l in range(c.L):                                   # layer l's weights are read inside block()
             h = self.block(h, l, positions)
         h_final = rmsnorm(h, self.w("model.norm.weight"), c.eps)
-        logits = h_final @ self.head_weight().T
+        logits = self.linear(h_final, self.head_name())                              # [T, V], head in row blocks
         return (logits, h_final) if return_hidden else logits
 
     def has_mtp(self):
@@ -347,10 +384,9 @@ class Model:
         tokens = np.asarray(tokens, dtype=np.int64)
         emb_name = p + "embed_tokens.weight" if self.has(p + "embed_tokens.weight") else "model.embed_tokens.weight"
         head_name = p + "shared_head.head.weight" if self.has(p + "shared_head.head.weight") else None
-        e = rmsnorm(self.w(emb_name)[tokens[1:]], self.w(p + "enorm.weight"), c.eps)   # [T-1, d]
+        e = rmsnorm(self.ckpt.take(emb_name, tokens[1:]), self.w(p + "enorm.weight"), c.eps)   # [T-1, d]
         hh = rmsnorm(h_final[:-1], self.w(p + "hnorm.weight"), c.eps)                   # [T-1, d]
-        h = np.concatenate([e, hh], axis=1) @ self.w(p + "eh_proj.weight").T            # [T-1, d]
+        h = self.linear(np.concatenate([e, hh], axis=1), p + "eh_proj.weight")          # [T-1, d]
         h = self.block(h, L, np.arange(len(tokens) - 1))
         h = rmsnorm(h, self.w(p + "shared_head.norm.weight"), c.eps)
-        W_head = self.w(head_name) if head_name else self.head_weight()
-        return h @ W_head.T
+        return self.linear(h, head_name or self.head_name())
