@@ -33,10 +33,14 @@ inline void walk_rmsnorm(Walkthrough& w) {
   w.step("divide by the RMS and multiply by gamma = [1, 1, 1, 1]");
   const arma::mat y = ref::rmsnorm(h, gamma, eps);
   w.show("y", y);
-  w.say("The document prints [1.27, -1.27, 0.63, 0.63]: it divided by the rounded 1.58");
-  w.say(fmt::format("(2/1.58 = 1.2658). The true value 2/sqrt(2.5) = {} rounds to 1.26",
-                    format_number(y(0, 0), 6)));
-  w.say("(docs/errata.md); 0.63 is right.");
+  w.picture([&] {
+    return html::norm_chart("RMSNorm of h: before (grey) and after (blue), channel by channel",
+                            h.col(0), y.col(0), w.options().precision);
+  });
+  w.erratum(fmt::format("The document prints [1.27, -1.27, 0.63, 0.63]: it divided by the rounded "
+                        "1.58 (2/1.58 = 1.2658). The true value 2/sqrt(2.5) = {} rounds to 1.26; "
+                        "0.63 is right.",
+                        format_number(y(0, 0), 6)));
 }
 
 }  // namespace dsr1::walk

@@ -25,6 +25,15 @@ inline void walk_residual(Walkthrough& w) {
   w.step("add: h_after_attn = h + u");
   const arma::mat h_attn = ref::residual_add(h, u);
   w.show("h_attn", h_attn);
+  w.picture([&] {
+    arma::mat norms(2, h.n_cols);  // norms: [stages, T], |h_t| before and after the addition
+    for (arma::uword t = 0; t < h.n_cols; ++t) {
+      norms(0, t) = arma::norm(h.col(t));
+      norms(1, t) = arma::norm(h_attn.col(t));
+    }
+    return html::residual_norm_chart("The residual stream's norm |h_t| before and after adding u",
+                                     {"h", "h + u"}, norms, w.options().precision);
+  });
   w.say("Token 1: u_1 = v_1 = h_1 (identity projections, it sees only itself), so h + u = 2 h_1.");
 }
 

@@ -26,9 +26,9 @@ inline void walk_latent_compression(Walkthrough& w) {
   w.step("compress k, v (what the cache stores) and q; causal attention in D' = 2 dims");
   ref::compressed_attention(h, W, ref::AttentionMask::causal, w.tr());
   w.say("The cache now stores 2 + 2 = 4 numbers per token instead of 4 + 4 = 8.");
-  w.say("Not MLA: MLA never builds full keys to compress them. It caches one latent c^KV = W^DKV h");
-  w.say("(shared by keys, values and all heads, RMS-normalised) plus one RoPE key, and rebuilds");
-  w.say("per-head keys and values with W^UK and W^UV (spec §4, docs/errata.md).");
+  w.erratum("Not MLA: MLA never builds full keys to compress them. It caches one latent "
+            "c^KV = W^DKV h (shared by keys, values and all heads, RMS-normalised) plus one RoPE "
+            "key, and rebuilds per-head keys and values with W^UK and W^UV (spec §4).");
 }
 
 }  // namespace dsr1::walk

@@ -73,6 +73,11 @@ void run_rope_yarn(walk::Walkthrough& w) {
     say("less than once and are slowed 40x so that 160K positions look like 4K did in training.");
     say("The reference always applies θ' for these configs, whatever the length (pitfall P3).");
     TRACE(tr, "rope.theta_prime", theta_prime);
+    w.picture([&] {
+      return html::rope_frequency_plot(
+          "DeepSeek-V3/R1: rotation frequency per pair, θ_i (original) and θ'_i (YaRN)", theta,
+          theta_prime, true, r, y.factor, precision);
+    });
   }
 
   {

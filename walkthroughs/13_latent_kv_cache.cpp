@@ -103,6 +103,9 @@ void run_latent_cache(walk::Walkthrough& w) {
                     gib(static_cast<double>(mha * L * bytes * ctx))));
     say(fmt::format("The latent cache is {:.1f}x smaller than the naive one (spec §5).",
                     static_cast<double>(naive) / static_cast<double>(latent)));
+    w.picture([&] {
+      return html::kv_cache_curve("KV cache of DeepSeek-V3/R1 against context length (bf16)", v3);
+    });
   }
 }
 

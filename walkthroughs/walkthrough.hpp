@@ -10,6 +10,8 @@
 //   --jsonl FILE         also write every selected tensor to FILE as JSON Lines
 //   --dump FILE          also write every selected tensor to FILE (.safetensors, F64)
 //   --shapes             print only names and shapes
+//   --html FILE          also write the walkthrough as one self-contained HTML page: the same
+//                        sections, steps, commentary and tensors, with pictures (reference/html/)
 #pragma once
 
 #include <CLI/CLI.hpp>
@@ -23,6 +25,7 @@
 #include <string_view>
 #include <vector>
 
+#include "reference/html/html_tracer.hpp"
 #include "reference/io/golden_json.hpp"
 #include "reference/trace/trace.hpp"
 #include "reference/trace/trace_outputs.hpp"
@@ -33,13 +36,13 @@ struct Options {
   bool step = false;
   int precision = 4;
   std::vector<std::string> trace{"*"};
-  std::string jsonl, dump;
+  std::string jsonl, dump, html;
   bool shapes = false;
 };
 
 class Walkthrough {
  public:
-  explicit Walkthrough(const Options& opt) : opt_(opt) {
+  Walkthrough(const Options& opt, const std::string& title) : opt_(opt) {
     PrintOptions popt;
     popt.precision = opt.precision;
     popt.shapes_only = opt.shapes;
@@ -53,6 +56,10 @@ class Walkthrough {
       dump_ = std::make_unique<DumpTracer>(opt.dump, opt.trace);
       outs.push_back(dump_.get());
     }
+    if (!opt.html.empty()) {
+      html_ = std::make_unique<html::HtmlTracer>(opt.trace, title, opt.precision, true);
+      outs.push_back(html_.get());
+    }
     tee_ = std::make_unique<TeeTracer>(opt.trace, outs);
   }
 
@@ -60,9 +67,10 @@ class Walkthrough {
   Tracer* tr() { return tee_.get(); }
   const Options& options() const { return opt_; }
 
-  // A section heading: "§1.1 RMSNorm".
+  // A section heading: "§1.1 RMSNorm" (with --html, a new section of the page's step mode).
   void section(std::string_view number, std::string_view title) {
-    say(fmt::format("\n{}\n§{} {}\n{}", std::string(72, '='), number, title, std::string(72, '=')));
+    print_->note(fmt::format("\n{}\n§{} {}\n{}", std::string(72, '='), number, title, std::string(72, '=')));
+    if (html_) html_->section(fmt::format("§{} {}", number, title));
   }
 
   // A numbered step; with --step, waits for Enter before every step but the first.
@@ -74,7 +82,20 @@ class Walkthrough {
       if (!std::getline(std::cin, line)) opt_.step = false;  // stdin closed: run to the end
     }
     ++steps_;
-    say(fmt::format("\n-- step {}: {}", steps_, text));
+    print_->note(fmt::format("\n-- step {}: {}", steps_, text));
+    if (html_) html_->step(fmt::format("step {}: {}", steps_, text));
+  }
+
+  // Where the explainer document rounds or is wrong (docs/errata.md): a marked line in the
+  // terminal, a call-out on the page.
+  void erratum(std::string_view text) {
+    print_->note(fmt::format("  [erratum, docs/errata.md] {}", text));
+    if (html_) html_->erratum(std::string(text));
+  }
+
+  // A picture for the page (drawn only with --html): `draw` returns a figure of reference/html/.
+  void picture(const std::function<std::string()>& draw) {
+    if (html_) html_->figure(draw());
   }
 
   // Commentary, printed between the tensors.
@@ -111,6 +132,7 @@ class Walkthrough {
   void finish() {
     tee_->finish();
     tee_->check_filter_matched();
+    if (html_) html_->write(opt_.html);
   }
 
  private:
@@ -119,6 +141,7 @@ class Walkthrough {
   std::unique_ptr<PrintTracer> print_;
   std::unique_ptr<JsonlTracer> jsonl_;
   std::unique_ptr<DumpTracer> dump_;
+  std::unique_ptr<html::HtmlTracer> html_;
   std::unique_ptr<TeeTracer> tee_;
 };
 
@@ -138,13 +161,15 @@ inline int run(int argc, char** argv, const std::string& name, const std::string
   app.add_option("--jsonl", opt.jsonl, "Also write the selected tensors to FILE as JSON Lines");
   app.add_option("--dump", opt.dump, "Also write the selected tensors to FILE (.safetensors, F64)");
   app.add_flag("--shapes", opt.shapes, "Shape-only mode: print names and shapes, no values");
+  app.add_option("--html", opt.html,
+                 "Also write the walkthrough as one self-contained HTML page with pictures to FILE");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
   try {
-    Walkthrough w(opt);
+    Walkthrough w(opt, description);
     for (const auto& s : sections) s(w);
     w.finish();
   } catch (const std::exception& e) {

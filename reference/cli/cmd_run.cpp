@@ -13,6 +13,7 @@
 #include "reference/fast/model.hpp"
 #include "reference/fast/weights.hpp"
 #include "reference/deepseek/model.hpp"
+#include "reference/html/html_tracer.hpp"
 #include "reference/trace/trace_outputs.hpp"
 
 namespace dsr1::cli {
@@ -27,6 +28,7 @@ struct RunArgs {
   std::vector<std::string> trace;
   std::string jsonl;
   std::string dump;
+  std::string html;                      // --html FILE: the run as a page with pictures
   int precision = 4;
   bool quiet = false;
   bool json = false;      // one JSON object on stdout instead of the text report
@@ -155,6 +157,15 @@ int run(const RunArgs& a) {
     filters.push_back("logits");
     if (a.mtp) filters.push_back("mtp.logits");
   }
+  // --html: the page draws what --trace selects (everything without --trace).
+  std::unique_ptr<html::HtmlTracer> page;
+  if (!a.html.empty()) {
+    const std::vector<std::string> page_filters = a.trace.empty() ? std::vector<std::string>{"*"} : a.trace;
+    page = std::make_unique<html::HtmlTracer>(
+        page_filters, fmt::format("dsr1 run: {} ({})", c.name, a.source.describe()), a.precision, false);
+    sinks.push_back(page.get());
+    filters.insert(filters.end(), page_filters.begin(), page_filters.end());
+  }
   // Counts what the user's --trace filter selected: a filter matching nothing is an error.
   std::unique_ptr<MatchCounter> counter;
   if (!a.trace.empty()) {
@@ -198,6 +209,10 @@ int run(const RunArgs& a) {
   progress.finish();
   if (tr) tr->finish();
   if (counter && counter->count == 0) counter->check_filter_matched_over(tee->seen());
+  if (page) {
+    html::build_run_page(*page, c, {tokens, a.fast ? "absorbed (fast path)" : a.run.attn, a.trace}, logits);
+    page->write(a.html);
+  }
 
   // What the run cost: time, peak memory, and what the weight source did.
   const double seconds =
@@ -221,6 +236,7 @@ int run(const RunArgs& a) {
     j["experts_fetched"] = wc.experts_fetched.load();
     j["values_fetched"] = wc.values_fetched.load();
     if (!a.dump.empty()) j["dump"] = a.dump;
+    if (!a.html.empty()) j["html"] = a.html;
     j["layers"] = nlohmann::json::array();  // one entry per layer of every pass, in order
     for (const auto& acc : accounts)
       j["layers"].push_back({{"layer", acc.layer}, {"values_fetched", acc.values}, {"experts_fetched", acc.experts}});
@@ -230,6 +246,7 @@ int run(const RunArgs& a) {
     for (arma::uword t = 0; t < logits.n_cols; ++t)
       fmt::print("{:>8} {:>8} {:>14}\n", t, tokens[t], next[t]);
     if (!a.dump.empty()) fmt::print("dump written to {}\n", a.dump);
+    if (!a.html.empty()) fmt::print("page written to {}\n", a.html);
     fmt::print("{} in {}: peak resident memory {:.2f} GB; weights: {:.2f} GB read, {:.4g} values "
                "dequantised, {:.4g} generated; {} blocks and {} routed experts fetched\n",
                T == 1 ? "1 token" : fmt::format("{} tokens", T), format_duration(seconds),
@@ -259,6 +276,9 @@ const Register reg{Command{
       sub.add_option("--jsonl", a->jsonl, "write the traced tensors as JSON Lines to this file");
       sub.add_option("--dump", a->dump,
                      "write logits [T, V] and the traced tensors to this .safetensors file");
+      sub.add_option("--html", a->html,
+                     "write the run as one self-contained HTML page with pictures (attention maps, "
+                     "router, norms, RoPE/YaRN, KV cache, MLA flow, top logits) of what --trace selects");
       sub.add_option("--precision", a->precision, "digits printed after the decimal point")
           ->check(CLI::Range(0, 17))
           ->capture_default_str();
