@@ -32,6 +32,9 @@ aside.erratum strong { color: #a33c00; }
 figure.picture { margin: 14px 0; overflow-x: auto; }
 figure.picture figcaption { font-weight: bold; margin-bottom: 4px; }
 figure.picture svg { max-width: 100%; height: auto; }
+figure.picture { display: inline-block; vertical-align: top; margin-right: 24px; }
+figure[data-picture="attention"] rect.cell { stroke: #ffffff; stroke-width: 0.5; }
+section.step { scroll-margin-top: 70px; }
 table.numbers { border-collapse: collapse; font-family: monospace; font-size: 16px; margin: 4px 0; }
 table.numbers td, table.numbers th { border: 1px solid #bbb; padding: 2px 8px; text-align: right; }
 div.tensor, p.tensor { margin: 8px 0; }

@@ -65,10 +65,17 @@ std::string svg_open(double width, double height) {
       width, height);
 }
 
+// A coordinate with one decimal, without a trailing ".0" (large heatmaps have many of them).
+std::string coord(double v) {
+  std::string s = fmt::format("{:.1f}", v);
+  if (s.size() > 2 && s.compare(s.size() - 2, 2, ".0") == 0) s.resize(s.size() - 2);
+  return s;
+}
+
 std::string rect(double x, double y, double w, double h, const std::string& fill,
                  const std::string& cls, const std::string& tooltip, const std::string& extra = "") {
-  std::string s = fmt::format("<rect x=\"{:.1f}\" y=\"{:.1f}\" width=\"{:.1f}\" height=\"{:.1f}\" fill=\"{}\"",
-                              x, y, w, h, fill);
+  std::string s = fmt::format("<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"{}\"",
+                              coord(x), coord(y), coord(w), coord(h), fill);
   if (!cls.empty()) s += fmt::format(" class=\"{}\"", cls);
   if (!extra.empty()) s += " " + extra;
   if (tooltip.empty()) return s + "/>";
@@ -174,15 +181,13 @@ std::string attention_heatmap(const std::string& title, const arma::mat& probs,
       if (masked(t, j)) {
         s += rect(x, y, cell, cell, kMasked, "cell masked",
                   fmt::format("query {} key {}: masked (score -inf, weight {})", t, j,
-                              number(probs(t, j), precision)),
-                  "stroke=\"#ffffff\" stroke-width=\"0.5\"");
-        s += line(x + 2, y + cell - 2, x + cell - 2, y + 2, "#8a8a8a", 1);
+                              number(probs(t, j), precision)));
+        if (cell >= 12) s += line(x + 2, y + cell - 2, x + cell - 2, y + 2, "#8a8a8a", 1);
         continue;
       }
       const double p = probs(t, j);
       s += rect(x, y, cell, cell, sequential_colour(p), "cell",
-                fmt::format("query {} key {}: weight {}", t, j, number(p, precision)),
-                "stroke=\"#ffffff\" stroke-width=\"0.5\"");
+                fmt::format("query {} key {}: weight {}", t, j, number(p, precision)));
       if (numbers_inside)
         s += text(x + cell / 2, y + cell / 2 + 4, number(p, std::min(precision, 3)), "middle", 11,
                   text_colour_on(p));

@@ -116,11 +116,10 @@ def check_structure(path, text, args):
                 rows, top = int(f.get("data-rows")), int(f.get("data-top"))
                 if len(cells) != rows * top:
                     problems.append(f"{path}: logits table has {len(cells)} entries, expected {rows} x {top}")
-        for kind in grids:
-            seen = {f"{f.get('data-rows')}x{f.get('data-cols')}" for f in kinds.get(kind, [])}
-            for rc in grids[kind] - seen:
-                problems.append(f"{path}: no '{kind}' picture of {rc}")
-            grids[kind] = set()  # report once
+    for kind in grids:
+        seen = {f"{f.get('data-rows')}x{f.get('data-cols')}" for f in kinds.get(kind, [])}
+        for rc in sorted(grids[kind] - seen):
+            problems.append(f"{path}: no '{kind}' picture of {rc}")
 
     # Step mode.
     ids = {e.get("id") for e in root.iter() if e.get("id")}
