@@ -192,6 +192,9 @@ void build_run_page(HtmlTracer& h, const Config& c, const RunFacts& facts, const
     if (h.has(b + "attn.probs")) {
       for (const std::string& fig : attention_heatmaps(h, b + "attn.probs", precision, b + "attn.probs"))
         page.add(fig);
+    } else {
+      page.note(fmt::format("{}attn.probs is not traced here, so no attention map is drawn (the fast path "
+                            "never forms the weights; the reference traces them).", b));
     }
     if (h.has(b + "h_attn") && h.has(b + "ffn_norm")) {
       const arma::mat before = disk_matrix(h.get(b + "h_attn")), after = disk_matrix(h.get(b + "ffn_norm"));

@@ -63,7 +63,8 @@ const char* kScript = R"(//<![CDATA[
     all = false;
     current = Math.max(0, Math.min(sections.length - 1, i));
     show();
-    window.scrollTo(0, 0);
+    // After the browser's own jump to a #section: the page starts at its top.
+    window.setTimeout(function () { window.scrollTo(0, 0); }, 0);
   }
   document.getElementById('prev').addEventListener('click', function () { go(current - 1); });
   document.getElementById('next').addEventListener('click', function () { go(current + 1); });
