@@ -106,15 +106,15 @@ std::string figure(const std::string& kind, const std::string& title, const std:
 std::string legend(double x, double y, double width, double lo, double hi, bool diverging,
                    int precision, const std::string& label) {
   const int steps = 20;
-  std::string s = text(x, y - 4, label, "start", 12);
+  std::string s = text(x, y - 4, label, "start", 14);
   for (int i = 0; i < steps; ++i) {
     const double u = (i + 0.5) / steps;
     const std::string fill = diverging ? diverging_colour(2 * u - 1) : sequential_colour(u);
     s += rect(x + i * width / steps, y, width / steps + 0.5, 12, fill, "legend-step", "");
   }
-  s += text(x, y + 26, number(lo, precision), "start", 12);
-  s += text(x + width, y + 26, number(hi, precision), "end", 12);
-  if (diverging) s += text(x + width / 2, y + 26, number(0.5 * (lo + hi), precision), "middle", 12);
+  s += text(x, y + 26, number(lo, precision), "start", 14);
+  s += text(x + width, y + 26, number(hi, precision), "end", 14);
+  if (diverging) s += text(x + width / 2, y + 26, number(0.5 * (lo + hi), precision), "middle", 14);
   return s;
 }
 
@@ -127,6 +127,17 @@ std::string human_bytes(double b) {
     ++u;
   }
   return fmt::format("{:.{}f} {}", b, u == 0 ? 0 : 2, units[u]);
+}
+
+// Label positions at least `gap` apart, moved down in the order of the wanted positions (labels
+// at the ends of two curves that run close would otherwise overlap).
+std::vector<double> spread(std::vector<double> y, double gap) {
+  std::vector<std::size_t> order(y.size());
+  for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return y[a] < y[b]; });
+  for (std::size_t k = 1; k < order.size(); ++k)
+    y[order[k]] = std::max(y[order[k]], y[order[k - 1]] + gap);
+  return y;
 }
 
 std::string shape_text(const std::vector<std::uint64_t>& shape) {
@@ -172,9 +183,9 @@ std::string attention_heatmap(const std::string& title, const arma::mat& probs,
             fmt::format("transform=\"rotate(-90 14 {:.1f})\"", top + T * cell / 2));
   const arma::uword label_every = std::max<arma::uword>(1, static_cast<arma::uword>(std::ceil(14.0 / cell)));
   for (arma::uword j = 0; j < probs.n_cols; j += label_every)
-    s += text(left + (j + 0.5) * cell, top - 6, std::to_string(j), "middle", 11);
+    s += text(left + (j + 0.5) * cell, top - 6, std::to_string(j), "middle", 13);
   for (arma::uword t = 0; t < probs.n_rows; t += label_every)
-    s += text(left - 6, top + (t + 0.5) * cell + 4, std::to_string(t), "end", 11);
+    s += text(left - 6, top + (t + 0.5) * cell + 4, std::to_string(t), "end", 13);
   for (arma::uword t = 0; t < probs.n_rows; ++t) {
     for (arma::uword j = 0; j < probs.n_cols; ++j) {
       const double x = left + j * cell, y = top + t * cell;
@@ -189,7 +200,7 @@ std::string attention_heatmap(const std::string& title, const arma::mat& probs,
       s += rect(x, y, cell, cell, sequential_colour(p), "cell",
                 fmt::format("query {} key {}: weight {}", t, j, number(p, precision)));
       if (numbers_inside)
-        s += text(x + cell / 2, y + cell / 2 + 4, number(p, std::min(precision, 3)), "middle", 11,
+        s += text(x + cell / 2, y + cell / 2 + 4, number(p, std::min(precision, 3)), "middle", 13,
                   text_colour_on(p));
     }
   }
@@ -198,7 +209,7 @@ std::string attention_heatmap(const std::string& title, const arma::mat& probs,
   s += rect(left + std::min(240.0, std::max(160.0, T_k * cell)) + 20, top + T * cell + 28, 12, 12,
             kMasked, "legend-step", "");
   s += text(left + std::min(240.0, std::max(160.0, T_k * cell)) + 36, top + T * cell + 38,
-            "masked (future key)", "start", 12);
+            "masked (future key)", "start", 14);
   s += "</svg>";
   return figure("attention", title, s,
                 fmt::format("data-rows=\"{}\" data-cols=\"{}\"", probs.n_rows, probs.n_cols));
@@ -217,9 +228,9 @@ std::string value_heatmap(const std::string& title, const arma::mat& x,
   std::string s = svg_open(left + cols * cell + 20, top + rows * cell + 70);
   const arma::uword every = std::max<arma::uword>(1, static_cast<arma::uword>(std::ceil(14.0 / cell)));
   for (arma::uword j = 0; j < x.n_cols; j += every)
-    if (j < col_labels.size()) s += text(left + (j + 0.5) * cell, top - 6, col_labels[j], "middle", 11);
+    if (j < col_labels.size()) s += text(left + (j + 0.5) * cell, top - 6, col_labels[j], "middle", 13);
   for (arma::uword i = 0; i < x.n_rows; i += every)
-    if (i < row_labels.size()) s += text(left - 6, top + (i + 0.5) * cell + 4, row_labels[i], "end", 11);
+    if (i < row_labels.size()) s += text(left - 6, top + (i + 0.5) * cell + 4, row_labels[i], "end", 13);
   for (arma::uword i = 0; i < x.n_rows; ++i)
     for (arma::uword j = 0; j < x.n_cols; ++j) {
       const double v = x(i, j);
@@ -229,7 +240,7 @@ std::string value_heatmap(const std::string& title, const arma::mat& x,
       s += rect(left + j * cell, top + i * cell, cell, cell, fill, "cell", where);
       if (cell >= 44)
         s += text(left + (j + 0.5) * cell, top + (i + 0.5) * cell + 4, number(v, std::min(precision, 2)),
-                  "middle", 11, text_colour_on(std::abs(v) / extent));
+                  "middle", 13, text_colour_on(std::abs(v) / extent));
     }
   s += legend(left, top + rows * cell + 28, 200, -extent, extent, true, precision, "value");
   s += "</svg>";
@@ -240,12 +251,15 @@ std::string value_heatmap(const std::string& title, const arma::mat& x,
 
 std::string router_bars(const std::string& title, const RouterView& r, int precision) {
   const arma::uword N_r = r.s.n_elem;
+  if (N_r == 0) throw std::invalid_argument(fmt::format("router_bars '{}': no scores", title));
   const bool biased = r.s_tilde.n_elem == N_r && N_r > 0;
   const arma::uword n_group = r.group_mask.n_elem;
-  double top_value = 1e-12, low_value = 0;
-  for (double v : r.s) top_value = std::max(top_value, v), low_value = std::min(low_value, v);
-  if (biased)
-    for (double v : r.s_tilde) top_value = std::max(top_value, v), low_value = std::min(low_value, v);
+  // The value axis spans 0 and every drawn score (s_tilde may be negative: the bias is).
+  double top_value = std::max(1e-12, r.s.max()), low_value = std::min(0.0, r.s.min());
+  if (biased) {
+    top_value = std::max(top_value, r.s_tilde.max());
+    low_value = std::min(low_value, r.s_tilde.min());
+  }
   const double per_expert = std::clamp(760.0 / N_r, 3.0, 60.0);
   const double bar = biased ? per_expert * 0.42 : per_expert * 0.7;
   const double left = 60, top = 20, height = 200;
@@ -267,17 +281,16 @@ std::string router_bars(const std::string& title, const RouterView& r, int preci
                 fmt::format("group {}: score {}, {}", g, score, kept ? "kept" : "dropped"),
                 "stroke=\"#bbbbbb\"");
       s += text(x + per_group * per_expert / 2, top + height + 42,
-                fmt::format("group {} {}", g, kept ? "kept" : "dropped"), "middle", 11,
+                fmt::format("group {} {}", g, kept ? "kept" : "dropped"), "middle", 13,
                 kept ? "#000000" : "#777777");
       if (!score.empty())
-        s += text(x + per_group * per_expert / 2, top + height + 56, score, "middle", 11,
+        s += text(x + per_group * per_expert / 2, top + height + 56, score, "middle", 13,
                   kept ? "#000000" : "#777777");
     }
   }
   s += line(left, zero_y, left + N_r * per_expert, zero_y);
-  s += text(left - 6, y_of(top_value) + 4, number(top_value, std::min(precision, 3)), "end", 11);
-  s += text(left - 6, zero_y + 4, "0", "end", 11);
-  std::string rank_of;
+  s += text(left - 6, y_of(top_value) + 4, number(top_value, std::min(precision, 3)), "end", 13);
+  s += text(left - 6, zero_y + 4, "0", "end", 13);
   for (arma::uword e = 0; e < N_r; ++e) {
     const double x = left + e * per_expert + (per_expert - (biased ? 2 * bar : bar)) / 2;
     std::string pick;
@@ -296,19 +309,19 @@ std::string router_bars(const std::string& title, const RouterView& r, int preci
                 chosen[e] ? "stroke=\"#e6550d\" stroke-width=\"1.5\"" : "");
     }
     if (per_expert >= 16 || e % 8 == 0)
-      s += text(left + (e + 0.5) * per_expert, top + height + 16, std::to_string(e), "middle", 11);
+      s += text(left + (e + 0.5) * per_expert, top + height + 16, std::to_string(e), "middle", 13);
     if (chosen[e] && per_expert >= 24)
       s += text(left + (e + 0.5) * per_expert, std::min(y_of(v), zero_y) - 4, number(v, std::min(precision, 3)),
-                "middle", 11, kChosen);
+                "middle", 13, kChosen);
   }
-  s += text(left + N_r * per_expert / 2, top + height + 30, "expert", "middle", 12);
+  s += text(left + N_r * per_expert / 2, top + height + 30, "expert", "middle", 14);
   // Key.
   const double kx = left, ky = top + height + (n_group ? 70 : 40);
-  s += rect(kx, ky, 12, 12, kPlain, "legend-step", "") + text(kx + 16, ky + 11, "score s", "start", 12);
-  s += rect(kx + 90, ky, 12, 12, kChosen, "legend-step", "") + text(kx + 106, ky + 11, "chosen", "start", 12);
+  s += rect(kx, ky, 12, 12, kPlain, "legend-step", "") + text(kx + 16, ky + 11, "score s", "start", 14);
+  s += rect(kx + 90, ky, 12, 12, kChosen, "legend-step", "") + text(kx + 106, ky + 11, "chosen", "start", 14);
   if (biased)
     s += rect(kx + 170, ky, 12, 12, kBiased, "legend-step", "") +
-         text(kx + 186, ky + 11, "s_tilde = s + b (selection only)", "start", 12);
+         text(kx + 186, ky + 11, "s_tilde = s + b (selection only)", "start", 14);
   s += "</svg>";
   std::vector<std::string> ids;
   for (arma::uword e : r.chosen) ids.push_back(std::to_string(e));
@@ -323,17 +336,17 @@ std::string expert_load_histogram(const std::string& title, const std::vector<st
   const double per = std::clamp(760.0 / N_r, 3.0, 48.0), left = 50, top = 20, height = 160;
   std::string s = svg_open(std::max(left + N_r * per + 20, 400.0), top + height + 50);
   s += line(left, top + height, left + N_r * per, top + height);
-  s += text(left - 6, top + 4, std::to_string(most), "end", 11);
-  s += text(left - 6, top + height + 4, "0", "end", 11);
+  s += text(left - 6, top + 4, std::to_string(most), "end", 13);
+  s += text(left - 6, top + height + 4, "0", "end", 13);
   for (std::size_t e = 0; e < N_r; ++e) {
     const double h = height * static_cast<double>(load[e]) / most;
     s += rect(left + e * per + per * 0.1, top + height - h, per * 0.8, h, load[e] ? kPlain : kMasked, "bar",
               fmt::format("expert {}: {} token{}", e, load[e], load[e] == 1 ? "" : "s"));
     if (per >= 16 || e % 8 == 0)
-      s += text(left + (e + 0.5) * per, top + height + 16, std::to_string(e), "middle", 11);
+      s += text(left + (e + 0.5) * per, top + height + 16, std::to_string(e), "middle", 13);
   }
   s += text(left + N_r * per / 2, top + height + 34,
-            fmt::format("expert (bars: tokens routed to it; {} routings in all)", total), "middle", 12);
+            fmt::format("expert (bars: tokens routed to it; {} routings in all)", total), "middle", 14);
   s += "</svg>";
   return figure("expert-load", title, s, fmt::format("data-experts=\"{}\"", N_r));
 }
@@ -352,8 +365,8 @@ std::string norm_chart(const std::string& title, const arma::vec& before, const 
   const double zero_y = top + half;
   std::string s = svg_open(std::max(left + n * per + 20, 460.0), top + 2 * half + 60);
   s += line(left, zero_y, left + n * per, zero_y);
-  s += text(left - 6, top + 4, number(extent, std::min(precision, 3)), "end", 11);
-  s += text(left - 6, top + 2 * half + 4, number(-extent, std::min(precision, 3)), "end", 11);
+  s += text(left - 6, top + 4, number(extent, std::min(precision, 3)), "end", 13);
+  s += text(left - 6, top + 2 * half + 4, number(-extent, std::min(precision, 3)), "end", 13);
   for (arma::uword i = 0; i < n; ++i) {
     const double x = left + i * per;
     const double hb = half * before(i) / extent, ha = half * after(i) / extent;
@@ -361,15 +374,15 @@ std::string norm_chart(const std::string& title, const arma::vec& before, const 
               fmt::format("channel {} before: {}", i, number(before(i), precision)));
     s += rect(x + per * 0.5, std::min(zero_y, zero_y - ha), per * 0.38, std::abs(ha), kPlain, "bar",
               fmt::format("channel {} after: {}", i, number(after(i), precision)));
-    if (per >= 16 || i % 8 == 0) s += text(x + per / 2, top + 2 * half + 16, std::to_string(i), "middle", 11);
+    if (per >= 16 || i % 8 == 0) s += text(x + per / 2, top + 2 * half + 16, std::to_string(i), "middle", 13);
   }
   const double rms_before = std::sqrt(arma::mean(arma::square(before)));
   const double rms_after = std::sqrt(arma::mean(arma::square(after)));
   const double ky = top + 2 * half + 32;
   s += rect(left, ky, 12, 12, "#9e9e9e", "legend-step", "") +
-       text(left + 16, ky + 11, "before, RMS " + number(rms_before, precision), "start", 12);
+       text(left + 16, ky + 11, "before, RMS " + number(rms_before, precision), "start", 14);
   s += rect(left + 200, ky, 12, 12, kPlain, "legend-step", "") +
-       text(left + 216, ky + 11, "after, RMS " + number(rms_after, precision), "start", 12);
+       text(left + 216, ky + 11, "after, RMS " + number(rms_after, precision), "start", 14);
   s += "</svg>";
   std::string caption = title;
   if (n < before.n_elem) caption += fmt::format(" (channels 0..{} of {})", n - 1, before.n_elem);
@@ -386,14 +399,17 @@ std::string residual_norm_chart(const std::string& title, const std::vector<std:
                height = 200;
   std::string s = svg_open(std::max(left + S * per + 150, 420.0), top + height + 60);
   s += line(left, top + height, left + S * per, top + height) + line(left, top, left, top + height);
-  s += text(left - 6, top + 4, number(most, std::min(precision, 2)), "end", 11);
-  s += text(left - 6, top + height + 4, "0", "end", 11);
+  s += text(left - 6, top + 4, number(most, std::min(precision, 2)), "end", 13);
+  s += text(left - 6, top + height + 4, "0", "end", 13);
   for (arma::uword i = 0; i < S; ++i)
-    s += text(left + (i + 0.5) * per, top + height + 16, stages[i], "middle", 11);
-  s += text(left + S * per / 2, top + height + 36, "|h_t| after each stage of the residual stream", "middle", 12);
+    s += text(left + (i + 0.5) * per, top + height + 16, stages[i], "middle", 13);
+  s += text(left + S * per / 2, top + height + 36, "|h_t| after each stage of the residual stream", "middle", 14);
+  const auto colour_of = [&](arma::uword t) {
+    return interpolate(std::array<Rgb, 3>{Rgb{27, 158, 119}, Rgb{117, 112, 179}, Rgb{217, 95, 2}},
+                       T > 1 ? static_cast<double>(t) / (T - 1) : 0.0);
+  };
   for (arma::uword t = 0; t < T; ++t) {
-    const std::string colour = interpolate(std::array<Rgb, 3>{Rgb{27, 158, 119}, Rgb{117, 112, 179}, Rgb{217, 95, 2}},
-                                           T > 1 ? static_cast<double>(t) / (T - 1) : 0.0);
+    const std::string colour = colour_of(t);
     std::string points;
     for (arma::uword i = 0; i < S; ++i)
       points += fmt::format("{:.1f},{:.1f} ", left + (i + 0.5) * per, top + height - height * norms(i, t) / most);
@@ -402,8 +418,13 @@ std::string residual_norm_chart(const std::string& title, const std::vector<std:
       s += fmt::format("<circle cx=\"{:.1f}\" cy=\"{:.1f}\" r=\"4\" fill=\"{}\" class=\"point\"><title>{}</title></circle>",
                        left + (i + 0.5) * per, top + height - height * norms(i, t) / most, colour,
                        escape(fmt::format("token {} after {}: |h| = {}", t, stages[i], number(norms(i, t), precision))));
-    if (T <= 16) s += text(left + S * per + 8, top + height - height * norms(S - 1, t) / most + 4,
-                           fmt::format("t={}", t), "start", 11, colour);
+  }
+  if (T <= 16) {  // token labels at the lines' ends
+    std::vector<double> ends(T);
+    for (arma::uword t = 0; t < T; ++t) ends[t] = top + height - height * norms(S - 1, t) / most + 4;
+    ends = spread(ends, 15);
+    for (arma::uword t = 0; t < T; ++t)
+      s += text(left + S * per + 8, ends[t], fmt::format("t={}", t), "start", 13, colour_of(t));
   }
   s += "</svg>";
   return figure("residual-norm", title, s, fmt::format("data-stages=\"{}\" data-tokens=\"{}\"", S, T));
@@ -423,7 +444,7 @@ std::string rope_frequency_plot(const std::string& title, const arma::vec& theta
   const double per = std::clamp(720.0 / n, 8.0, 60.0), left = 70, top = 30, height = 260;
   const auto x_of = [&](double i) { return left + (i + 0.5) * per; };
   const auto y_of = [&](double v) { return top + height * (hi - std::log10(v)) / std::max(hi - lo, 1.0); };
-  std::string s = svg_open(std::max(left + n * per + 30, 520.0), top + height + 80);
+  std::string s = svg_open(std::max(left + n * per + 30, 720.0), top + height + 80);
   if (yarn) {
     // keep_i = 1 for i <= low (untouched), 0 for i >= high (divided by factor), blended between.
     const double a = std::clamp(range.low, 0.0, n - 1.0), b = std::clamp(range.high, 0.0, n - 1.0);
@@ -431,17 +452,17 @@ std::string rope_frequency_plot(const std::string& title, const arma::vec& theta
     s += rect(x_of(a), top, x_of(b) - x_of(a), height, "#fff4e0", "range", "blended between θ_i and θ_i / factor");
     s += rect(x_of(b), top, left + n * per - x_of(b), height, "#fde0dd", "range",
               fmt::format("interpolated: θ'_i = θ_i / {}", factor));
-    s += text((left + x_of(a)) / 2, top - 8, "untouched", "middle", 12);
-    s += text((x_of(a) + x_of(b)) / 2, top - 8, "blended", "middle", 12);
-    s += text((x_of(b) + left + n * per) / 2, top - 8, fmt::format("interpolated (÷{})", factor), "middle", 12);
+    s += text((left + x_of(a)) / 2, top - 8, "untouched", "middle", 14);
+    s += text((x_of(a) + x_of(b)) / 2, top - 8, "blended", "middle", 14);
+    s += text((x_of(b) + left + n * per) / 2, top - 8, fmt::format("interpolated (÷{})", factor), "middle", 14);
   }
   for (double e = lo; e <= hi; e += 1) {
     s += line(left, y_of(std::pow(10.0, e)), left + n * per, y_of(std::pow(10.0, e)), "#dddddd");
-    s += text(left - 6, y_of(std::pow(10.0, e)) + 4, fmt::format("1e{}", static_cast<int>(e)), "end", 11);
+    s += text(left - 6, y_of(std::pow(10.0, e)) + 4, fmt::format("1e{}", static_cast<int>(e)), "end", 13);
   }
   s += line(left, top + height, left + n * per, top + height);
   for (arma::uword i = 0; i < n; ++i) {
-    if (per >= 16 || i % 4 == 0) s += text(x_of(i), top + height + 16, std::to_string(i), "middle", 11);
+    if (per >= 16 || i % 4 == 0) s += text(x_of(i), top + height + 16, std::to_string(i), "middle", 13);
     const double keep = yarn ? 1.0 - std::clamp((i - range.low) / (range.high - range.low), 0.0, 1.0) : 1.0;
     s += fmt::format("<circle cx=\"{:.1f}\" cy=\"{:.1f}\" r=\"5\" fill=\"none\" stroke=\"#555555\" stroke-width=\"1.5\" class=\"point\"><title>{}</title></circle>",
                      x_of(i), y_of(theta(i)),
@@ -452,15 +473,15 @@ std::string rope_frequency_plot(const std::string& title, const arma::vec& theta
                                         fmt::format("{:.{}e}", theta_prime(i), precision), number(keep, precision),
                                         number(2 * std::numbers::pi / theta_prime(i), 1))));
   }
-  s += text(left + n * per / 2, top + height + 34, "dimension pair i", "middle", 12);
+  s += text(left + n * per / 2, top + height + 34, "dimension pair i", "middle", 14);
   const double ky = top + height + 50;
   s += "<circle cx=\"" + fmt::format("{:.1f}", left + 6) + "\" cy=\"" + fmt::format("{:.1f}", ky + 6) +
        "\" r=\"5\" fill=\"none\" stroke=\"#555555\" stroke-width=\"1.5\"/>";
-  s += text(left + 16, ky + 11, "θ_i = base^(-2i/d_rope), original", "start", 12);
+  s += text(left + 16, ky + 11, "θ_i = base^(-2i/d_rope), original", "start", 14);
   s += "<circle cx=\"" + fmt::format("{:.1f}", left + 276) + "\" cy=\"" + fmt::format("{:.1f}", ky + 6) +
        "\" r=\"3.5\" fill=\"" + kChosen + "\"/>";
   s += text(left + 286, ky + 11, yarn ? "θ'_i, YaRN-corrected (radians per position)" : "θ'_i = θ_i (no YaRN)",
-            "start", 12);
+            "start", 14);
   s += "</svg>";
   return figure("rope", title, s, fmt::format("data-pairs=\"{}\"", n));
 }
@@ -475,16 +496,16 @@ std::string kv_cache_curve(const std::string& title, const Config& c) {
   const double left = 80, top = 20, width = 600, height = 300;
   const auto x_of = [&](double n) { return left + width * std::log2(n / n_lo) / std::log2(n_hi / n_lo); };
   const auto y_of = [&](double b) { return top + height * std::log10(b_hi / b) / std::log10(b_hi / b_lo); };
-  std::string s = svg_open(left + width + 190, top + height + 60);
+  std::string s = svg_open(left + width + 240, top + height + 60);
   for (double b = b_lo; b <= b_hi * 1.001; b *= 10) {
     s += line(left, y_of(b), left + width, y_of(b), "#dddddd");
-    s += text(left - 6, y_of(b) + 4, human_bytes(b), "end", 11);
+    s += text(left - 6, y_of(b) + 4, human_bytes(b), "end", 13);
   }
   for (double n = n_lo; n <= n_hi * 1.001; n *= 4) {
     s += line(x_of(n), top, x_of(n), top + height, "#eeeeee");
-    s += text(x_of(n), top + height + 16, fmt::format("{}K", static_cast<long>(n / 1024)), "middle", 11);
+    s += text(x_of(n), top + height + 16, fmt::format("{}K", static_cast<long>(n / 1024)), "middle", 13);
   }
-  s += text(left + width / 2, top + height + 36, "context length (tokens, log scale)", "middle", 12);
+  s += text(left + width / 2, top + height + 36, "context length (tokens, log scale)", "middle", 14);
   struct Curve {
     const char* name;
     double per_token;
@@ -494,7 +515,15 @@ std::string kv_cache_curve(const std::string& title, const Config& c) {
                           {"naive per-head K/V", static_cast<double>(r.naive_bytes_per_token), "#7570b3"},
                           {"MLA latent (r_kv + d_rope)", static_cast<double>(r.mla_bytes_per_token), "#1b9e77"}};
   const double n_128k = static_cast<double>(r.context_128k);
+  std::vector<double> point_labels, end_labels;
   for (const Curve& k : curves) {
+    point_labels.push_back(y_of(k.per_token * n_128k) - 8);
+    end_labels.push_back(y_of(k.per_token * n_hi) + 4);
+  }
+  point_labels = spread(point_labels, 16);
+  end_labels = spread(end_labels, 16);
+  for (std::size_t i = 0; i < 3; ++i) {
+    const Curve& k = curves[i];
     s += line(x_of(n_lo), y_of(k.per_token * n_lo), x_of(n_hi), y_of(k.per_token * n_hi), k.colour, 2.5);
     const double b = k.per_token * n_128k;
     s += fmt::format("<circle cx=\"{:.1f}\" cy=\"{:.1f}\" r=\"5\" fill=\"{}\" class=\"point\"><title>{}</title></circle>",
@@ -502,8 +531,8 @@ std::string kv_cache_curve(const std::string& title, const Config& c) {
                      escape(fmt::format("{} at 128K tokens: {} bytes ({} per token, all {} layers)", k.name,
                                         static_cast<std::uint64_t>(b), human_bytes(k.per_token),
                                         c.num_hidden_layers)));
-    s += text(x_of(n_128k) - 8, y_of(b) - 8, human_bytes(b) + " at 128K", "end", 12, k.colour);
-    s += text(left + width + 8, y_of(k.per_token * n_hi) + 4, k.name, "start", 12, k.colour);
+    s += text(x_of(n_128k) - 8, point_labels[i], human_bytes(b) + " at 128K", "end", 14, k.colour);
+    s += text(left + width + 8, end_labels[i], k.name, "start", 14, k.colour);
   }
   s += "</svg>";
   return figure("kv-cache", title, s,
@@ -596,11 +625,11 @@ std::string mla_flow_diagram(const std::string& title, const FlowShapes& f) {
               fmt::format("stroke=\"{}\" stroke-width=\"{}\" rx=\"6\"", n.cached ? "#e6550d" : "#6b8fb5",
                           n.cached ? 2 : 1));
     s += text(n.x + w / 2, n.y + 18, std::string(n.name) + (n.cached ? " (cached)" : ""), "middle", 13);
-    s += text(n.x + w / 2, n.y + 36, shape_text(*n.shape), "middle", 12, shown ? "#000000" : "#888888");
+    s += text(n.x + w / 2, n.y + 36, shape_text(*n.shape), "middle", 14, shown ? "#000000" : "#888888");
   }
   s += text(10, 310, absorbed ? "absorbed form: W_UK folded into the query, W_UV applied after the sum over keys (spec §4.3)"
                               : "naive form: per-head keys and values rebuilt from the cached latent (spec §4.2)",
-            "start", 12, "#333333");
+            "start", 14, "#333333");
   s += "</svg>";
   return figure("mla-flow", title, s, fmt::format("data-form=\"{}\"", absorbed ? "absorbed" : "naive"));
 }
