@@ -47,6 +47,19 @@ TEST_CASE("html: an attention heatmap has T x T_k cells, the causal triangle mas
                     doctest::Contains("mask is [3 x 4], expected the shape of probs [4 x 4]"));
 }
 
+TEST_CASE("html: without traced scores, only future keys of weight exactly 0 are drawn masked") {
+  dsr1::RecordingTracer rec;
+  const arma::mat causal = {{1.0, 0.4}, {0.0, 0.6}};         // [T_k, T] in code: key 1 hidden from query 0
+  const arma::mat bidirectional = {{0.7, 0.4}, {0.3, 0.6}};  // every key seen
+  rec.record("causal.probs", causal);
+  rec.record("bidirectional.probs", bidirectional);
+  const auto masked_cells = [&](const std::string& name) {
+    return count(dsr1::html::attention_heatmaps(rec, name, 4, name).at(0), "class=\"cell masked\"");
+  };
+  CHECK(masked_cells("causal.probs") == 1);
+  CHECK(masked_cells("bidirectional.probs") == 0);
+}
+
 TEST_CASE("html: router bars show every expert, the chosen ones and V3's kept and dropped groups") {
   dsr1::html::RouterView r;
   r.s = {0.1, 0.9, 0.4, 0.3, 0.8, 0.2, 0.7, 0.6};  // N_r = 8

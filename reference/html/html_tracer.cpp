@@ -73,9 +73,20 @@ std::string mla_flow_picture(const RecordingTracer& rec, const std::string& bloc
   const auto at = [&](const std::string& name) { return shape_or_empty(rec, block + "attn." + name); };
   FlowShapes f;
   f.x = shape_or_empty(rec, block + "attn_norm");
-  f.c_q = at("c_q"), f.c_q_hat = at("c_q_hat"), f.q_nope = at("q_nope"), f.q_rope = at("q_rope");
-  f.c_kv = at("c_kv"), f.c_kv_hat = at("c_kv_hat"), f.k_rope = at("k_rope"), f.k_nope = at("k_nope");
-  f.v = at("v"), f.q_tilde = at("q_tilde"), f.z = at("z"), f.probs = at("probs"), f.o = at("o"), f.u = at("u");
+  f.c_q = at("c_q");
+  f.c_q_hat = at("c_q_hat");
+  f.q_nope = at("q_nope");
+  f.q_rope = at("q_rope");
+  f.c_kv = at("c_kv");
+  f.c_kv_hat = at("c_kv_hat");
+  f.k_rope = at("k_rope");
+  f.k_nope = at("k_nope");
+  f.v = at("v");
+  f.q_tilde = at("q_tilde");
+  f.z = at("z");
+  f.probs = at("probs");
+  f.o = at("o");
+  f.u = at("u");
   const std::string where = block.empty() ? std::string("attn") : block + "attn";
   return mla_flow_diagram(fmt::format("MLA data flow of {} with the traced shapes (as on disk, tokens first)", where), f);
 }
@@ -94,10 +105,11 @@ std::vector<std::string> attention_heatmaps(const RecordingTracer& rec, const st
       const arma::mat scores = disk_slice(rec.get(scores_name), h);
       for (arma::uword i = 0; i < scores.n_elem; ++i) masked(i) = std::isinf(scores(i)) && scores(i) < 0;
     } else {
-      // Without traced scores: causal, query t (the last T of T_k positions) sees keys j <= its position.
+      // Without traced scores: a future key (query t is the last T of T_k positions) whose weight
+      // is exactly 0, as exp(-inf) gives; a bidirectional reading keeps its weights there.
       const arma::uword offset = probs.n_cols - probs.n_rows;
       for (arma::uword t = 0; t < probs.n_rows; ++t)
-        for (arma::uword j = t + offset + 1; j < probs.n_cols; ++j) masked(t, j) = 1;
+        for (arma::uword j = t + offset + 1; j < probs.n_cols; ++j) masked(t, j) = probs(t, j) == 0.0;
     }
     figures.push_back(attention_heatmap(n_h > 1 ? fmt::format("{}, head {}", title, h) : title, probs, masked,
                                         precision));
@@ -133,7 +145,8 @@ std::vector<std::string> router_pictures(const RecordingTracer& rec, const std::
       r.group_mask = group_mask.row(t).t();
       if (group_scores.n_rows == s.n_rows) r.group_scores = group_scores.row(t).t();
     }
-    figures.push_back(router_bars(fmt::format("{}{} token {}: {} of {} experts chosen", prefix, scope, t,
+    figures.push_back(router_bars(fmt::format("{}{}, token {}: {} of {} experts chosen", prefix,
+                                              scope.substr(0, scope.size() - 1), t,
                                               r.chosen.size(), r.s.n_elem),
                                   r, precision));
   }

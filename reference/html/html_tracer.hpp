@@ -50,7 +50,8 @@ class HtmlTracer : public RecordingTracer {
 };
 
 // Attention heatmaps of a traced "<prefix>probs" ([n_h, T, T_k] or [T, T_k] on disk), masked
-// where "<prefix>scores" is -inf if traced, else where key j lies after query t (causal).
+// where "<prefix>scores" is -inf if traced, else where key j lies after query t and its weight is
+// exactly 0 (a causal mask; a bidirectional reading has no zero weights there).
 std::vector<std::string> attention_heatmaps(const RecordingTracer& rec, const std::string& probs_name,
                                             int precision, const std::string& title);
 // The MLA data flow drawn with the shapes traced under "<block>attn." ("layers.0.", or "").

@@ -80,6 +80,7 @@ const char* kScript = R"(//<![CDATA[
     show();
   }
   window.addEventListener('hashchange', follow_hash);
+  window.addEventListener('load', function () { if (!all) window.scrollTo(0, 0); });
   follow_hash();
   document.body.setAttribute('data-step-mode', 'ready');
 })();
