@@ -10,7 +10,9 @@
 #include <set>
 #include <stdexcept>
 
+#include "reference/deepseek/checkpoint_writer.hpp"
 #include "reference/io/generator.hpp"
+#include "reference/io/safetensors_writer.hpp"
 
 namespace dsr1 {
 
@@ -597,59 +599,20 @@ std::vector<st::NamedTensor> weights_to_tensors(const Config& cfg_in, const Mode
   return out;
 }
 
-void write_checkpoint(const std::string& dir, const Config& cfg_in, const ModelWeights& w,
+void write_checkpoint(const std::string& dir, const Config& cfg, const ModelWeights& w,
                       st::DType dtype, int shards) {
-  namespace fs = std::filesystem;
   if (shards < 1) throw std::invalid_argument(fmt::format("write_checkpoint: shards = {}, expected >= 1", shards));
-  Config cfg = cfg_in;
-  cfg.fp8_weights = dtype == st::DType::F8_E4M3;
-  switch (dtype) {
-    case st::DType::F64: cfg.torch_dtype = "float64"; break;
-    case st::DType::F32: cfg.torch_dtype = "float32"; break;
-    case st::DType::F16: cfg.torch_dtype = "float16"; break;
-    default: cfg.torch_dtype = "bfloat16"; break;
-  }
-  if (!w.mtp) cfg.num_nextn_predict_layers = 0;
-  validate(cfg);
-  const auto tensors = weights_to_tensors(cfg, w, dtype);
-
-  fs::create_directories(dir);
-  {
-    std::ofstream out(fs::path(dir) / "config.json", std::ios::binary | std::ios::trunc);
-    if (!out) throw std::runtime_error(fmt::format("cannot write '{}/config.json'", dir));
-    out << config_to_json_text(cfg);
-  }
-  const std::map<std::string, std::string> meta = {{"format", "pt"}};
-  if (shards == 1) {
-    st::write((fs::path(dir) / "model.safetensors").string(), tensors, meta);
-    return;
-  }
-  // Consecutive runs of tensors of about equal byte size; a weight and its scale stay together.
-  u64 total = 0;
-  for (const auto& t : tensors) total += t.data.size() * st::dtype_size(t.dtype);
-  std::vector<std::vector<st::NamedTensor>> parts(shards);
-  u64 acc = 0;
-  for (const auto& t : tensors) {
-    const bool is_scale = t.name.size() > 10 && t.name.compare(t.name.size() - 10, 10, "_scale_inv") == 0;
-    std::size_t k = std::min<u64>(shards - 1, acc * shards / std::max<u64>(total, 1));
-    if (is_scale) {  // the shard of the weight just written
-      for (std::size_t q = 0; q < parts.size(); ++q)
-        if (!parts[q].empty() && parts[q].back().name + "_scale_inv" == t.name) k = q;
-    }
-    parts[k].push_back(t);
-    acc += t.data.size() * st::dtype_size(t.dtype);
-  }
-  nlohmann::ordered_json index;
-  index["metadata"] = {{"total_size", total}};
-  index["weight_map"] = nlohmann::ordered_json::object();
-  for (int k = 0; k < shards; ++k) {
-    const std::string file = fmt::format("model-{:05d}-of-{:05d}.safetensors", k + 1, shards);
-    st::write((fs::path(dir) / file).string(), parts[k], meta);
-    for (const auto& t : parts[k]) index["weight_map"][t.name] = file;
-  }
-  std::ofstream out(fs::path(dir) / "model.safetensors.index.json", std::ios::binary | std::ios::trunc);
-  if (!out) throw std::runtime_error(fmt::format("cannot write '{}/model.safetensors.index.json'", dir));
-  out << index.dump(2) << "\n";
+  const Config stored = stored_config(cfg, dtype, w.mtp.has_value());
+  const std::vector<st::NamedTensor> tensors = weights_to_tensors(stored, w, dtype);
+  std::vector<CatalogueEntry> entries;
+  for (const auto& t : tensors) entries.push_back({t.name, t.shape, t.dtype});
+  std::vector<std::uint8_t> bytes;
+  write_checkpoint_files(dir, stored, entries, shards,
+                         [&](std::size_t i, const CatalogueEntry& e, const EmitBytes& emit) {
+                           bytes.resize(e.bytes());
+                           st::encode_values(e.dtype, tensors[i].data.data(), tensors[i].data.size(), bytes.data());
+                           emit(bytes.data(), bytes.size());
+                         });
 }
 
 LoadedModel load_model_dir(const std::string& dir, bool with_mtp, const Faults& faults) {

@@ -90,7 +90,10 @@ std::vector<safetensors::NamedTensor> weights_to_tensors(const Config& cfg, cons
 // Writes dir/config.json and dir/model.safetensors (shards = 1) or dir/model-0000i-of-0000N
 // .safetensors plus dir/model.safetensors.index.json (shards > 1). The written config.json
 // says what the files hold: torch_dtype of `dtype`, quantization_config for F8_E4M3, and
-// num_nextn_predict_layers 0 when `w` has no MTP module.
+// num_nextn_predict_layers 0 when `w` has no MTP module. The files are written as
+// checkpoint_writer.hpp describes (write_checkpoint_files: same layout, no half-written
+// checkpoint left on failure); for generator weights at any scale, write_generated_checkpoint
+// there writes the same bytes without holding the model.
 void write_checkpoint(const std::string& dir, const Config& cfg, const ModelWeights& w,
                       safetensors::DType dtype, int shards = 1);
 

@@ -1,5 +1,7 @@
 #include "reference/io/safetensors.hpp"
 
+#include "reference/io/safetensors_writer.hpp"
+
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <sys/mman.h>
@@ -160,53 +162,23 @@ std::uint64_t TensorInfo::numel() const {
 
 void write(const std::string& path, const std::vector<NamedTensor>& tensors,
            const std::map<std::string, std::string>& metadata) {
-  nlohmann::ordered_json header = nlohmann::ordered_json::object();
-  if (!metadata.empty()) header["__metadata__"] = metadata;
-  std::uint64_t offset = 0;
+  std::vector<TensorHeader> headers;
   for (const auto& t : tensors) {
-    std::uint64_t n = 1;
-    for (auto s : t.shape) n *= s;
-    if (n != t.data.size())
+    headers.push_back({t.name, t.dtype, t.shape});
+    if (headers.back().numel() != t.data.size())
       throw std::invalid_argument(fmt::format(
           "safetensors::write '{}': tensor '{}' has {} values but its shape holds {}", path,
-          t.name, t.data.size(), n));
-    const std::uint64_t bytes = n * dtype_size(t.dtype);
-    header[t.name] = {{"dtype", to_string(t.dtype)},
-                      {"shape", t.shape},
-                      {"data_offsets", {offset, offset + bytes}}};
-    offset += bytes;
+          t.name, t.data.size(), headers.back().numel()));
   }
-  std::string text = header.dump();
-  while (text.size() % 8 != 0) text += ' ';
-
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  if (!out) throw std::runtime_error(fmt::format("cannot open '{}' for writing", path));
-  const std::uint64_t n = text.size();
-  out.write(reinterpret_cast<const char*>(&n), 8);
-  out.write(text.data(), static_cast<std::streamsize>(text.size()));
-  std::vector<std::uint8_t> buf;
+  StreamWriter out(path, std::move(headers), metadata);
+  std::vector<std::uint8_t> bytes;
   for (const auto& t : tensors) {
-    const std::size_t es = dtype_size(t.dtype);
-    buf.resize(t.data.size() * es);
-    for (std::size_t i = 0; i < t.data.size(); ++i) {
-      std::uint8_t* p = buf.data() + i * es;
-      const double v = t.data[i];
-      switch (t.dtype) {
-        case DType::F64: std::memcpy(p, &v, 8); break;
-        case DType::F32: { const float f = static_cast<float>(v); std::memcpy(p, &f, 4); break; }
-        case DType::BF16: { const auto b = encode_bf16(static_cast<float>(v)); std::memcpy(p, &b, 2); break; }
-        case DType::F16: { const auto b = encode_f16(static_cast<float>(v)); std::memcpy(p, &b, 2); break; }
-        case DType::F8_E4M3: p[0] = encode_e4m3(static_cast<float>(v)); break;
-        case DType::I64: { const auto b = static_cast<std::int64_t>(v); std::memcpy(p, &b, 8); break; }
-        case DType::I32: { const auto b = static_cast<std::int32_t>(v); std::memcpy(p, &b, 4); break; }
-        case DType::I16: { const auto b = static_cast<std::int16_t>(v); std::memcpy(p, &b, 2); break; }
-        case DType::I8: { const auto b = static_cast<std::int8_t>(v); std::memcpy(p, &b, 1); break; }
-        case DType::U8: case DType::BOOL: p[0] = static_cast<std::uint8_t>(v); break;
-      }
-    }
-    out.write(reinterpret_cast<const char*>(buf.data()), static_cast<std::streamsize>(buf.size()));
+    bytes.resize(t.data.size() * dtype_size(t.dtype));
+    encode_values(t.dtype, t.data.data(), t.data.size(), bytes.data());
+    out.begin(t.name);
+    out.append(bytes.data(), bytes.size());
   }
-  if (!out) throw std::runtime_error(fmt::format("error while writing '{}'", path));
+  out.finish();
 }
 
 File::File(const std::string& path) : path_(path) {

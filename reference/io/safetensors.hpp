@@ -54,7 +54,8 @@ struct NamedTensor {
 };
 
 // Writes a safetensors file. Tensors are stored in the order given; the header is padded
-// with spaces to a multiple of 8 bytes as the reference implementation does.
+// with spaces to a multiple of 8 bytes as the reference implementation does. (A StreamWriter,
+// safetensors_writer.hpp, fed from memory: a failed write leaves no file behind.)
 void write(const std::string& path, const std::vector<NamedTensor>& tensors,
            const std::map<std::string, std::string>& metadata = {});
 
