@@ -22,6 +22,7 @@
 #include "reference/io/generator.hpp"
 #include "reference/io/safetensors.hpp"
 #include "reference/io/safetensors_writer.hpp"
+#include "tests/support/errors.hpp"
 
 namespace fs = std::filesystem;
 namespace st = dsr1::safetensors;
@@ -50,17 +51,8 @@ std::vector<std::string> listing(const fs::path& dir) {
   return names;
 }
 
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "";
-}
-
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+using dsr1::test::contains;
+using dsr1::test::error_of;
 
 std::vector<Config> tiny_presets() {
   std::vector<Config> out;

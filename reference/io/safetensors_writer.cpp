@@ -81,55 +81,36 @@ std::uint8_t encode_e4m3_fast(float x) {
   return sign | static_cast<std::uint8_t>(round_to_code(a, 3, 7, -6));
 }
 
+namespace {
+
+// out[i] = the sizeof(T) little-endian bytes of convert(values[i]).
+template <typename T, typename Convert>
+void store_each(const double* values, std::size_t n, std::uint8_t* out, Convert convert) {
+  for (std::size_t i = 0; i < n; ++i) {
+    const T x = convert(values[i]);
+    std::memcpy(out + sizeof(T) * i, &x, sizeof(T));
+  }
+}
+
+}  // namespace
+
 void encode_values(DType dtype, const double* values, std::size_t n, std::uint8_t* out) {
+  using std::int16_t, std::int32_t, std::int64_t, std::int8_t, std::uint16_t, std::uint8_t;
   switch (dtype) {
     case DType::F64: std::memcpy(out, values, n * 8); return;
-    case DType::F32:
-      for (std::size_t i = 0; i < n; ++i) {
-        const float f = static_cast<float>(values[i]);
-        std::memcpy(out + 4 * i, &f, 4);
-      }
-      return;
+    case DType::F32: return store_each<float>(values, n, out, [](double v) { return static_cast<float>(v); });
     case DType::BF16:
-      for (std::size_t i = 0; i < n; ++i) {
-        const std::uint16_t b = encode_bf16(static_cast<float>(values[i]));
-        std::memcpy(out + 2 * i, &b, 2);
-      }
-      return;
+      return store_each<uint16_t>(values, n, out, [](double v) { return encode_bf16(static_cast<float>(v)); });
     case DType::F16:
-      for (std::size_t i = 0; i < n; ++i) {
-        const std::uint16_t b = encode_f16_fast(static_cast<float>(values[i]));
-        std::memcpy(out + 2 * i, &b, 2);
-      }
-      return;
+      return store_each<uint16_t>(values, n, out, [](double v) { return encode_f16_fast(static_cast<float>(v)); });
     case DType::F8_E4M3:
-      for (std::size_t i = 0; i < n; ++i) out[i] = encode_e4m3_fast(static_cast<float>(values[i]));
-      return;
-    case DType::I64:
-      for (std::size_t i = 0; i < n; ++i) {
-        const auto b = static_cast<std::int64_t>(values[i]);
-        std::memcpy(out + 8 * i, &b, 8);
-      }
-      return;
-    case DType::I32:
-      for (std::size_t i = 0; i < n; ++i) {
-        const auto b = static_cast<std::int32_t>(values[i]);
-        std::memcpy(out + 4 * i, &b, 4);
-      }
-      return;
-    case DType::I16:
-      for (std::size_t i = 0; i < n; ++i) {
-        const auto b = static_cast<std::int16_t>(values[i]);
-        std::memcpy(out + 2 * i, &b, 2);
-      }
-      return;
-    case DType::I8:
-      for (std::size_t i = 0; i < n; ++i) out[i] = static_cast<std::uint8_t>(static_cast<std::int8_t>(values[i]));
-      return;
+      return store_each<uint8_t>(values, n, out, [](double v) { return encode_e4m3_fast(static_cast<float>(v)); });
+    case DType::I64: return store_each<int64_t>(values, n, out, [](double v) { return static_cast<int64_t>(v); });
+    case DType::I32: return store_each<int32_t>(values, n, out, [](double v) { return static_cast<int32_t>(v); });
+    case DType::I16: return store_each<int16_t>(values, n, out, [](double v) { return static_cast<int16_t>(v); });
+    case DType::I8: return store_each<int8_t>(values, n, out, [](double v) { return static_cast<int8_t>(v); });
     case DType::U8:
-    case DType::BOOL:
-      for (std::size_t i = 0; i < n; ++i) out[i] = static_cast<std::uint8_t>(values[i]);
-      return;
+    case DType::BOOL: return store_each<uint8_t>(values, n, out, [](double v) { return static_cast<uint8_t>(v); });
   }
 }
 
