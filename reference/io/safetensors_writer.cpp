@@ -49,8 +49,10 @@ namespace {
 //   normal: the double's own bits, cut to mant_bits mantissa bits with round to nearest even;
 //           a carry out of the mantissa correctly moves to the next exponent.
 inline std::uint32_t round_to_code(double a, int mant_bits, int bias, int emin) {
-  if (a < std::ldexp(1.0, emin)) {                           // constants once inlined
-    const double y = a * std::ldexp(1.0, mant_bits - emin);  // exact: a scaled by a power of 2
+  // 2^emin and 2^(mant_bits - emin) as integer shifts, folded to constants where inlined.
+  const double min_normal = 1.0 / static_cast<double>(std::uint64_t{1} << -emin);
+  if (a < min_normal) {
+    const double y = a * static_cast<double>(std::uint64_t{1} << (mant_bits - emin));  // exact
     // Adding 2^52 leaves no fraction bits, so the addition itself rounds y to nearest even.
     return static_cast<std::uint32_t>((y + 0x1p52) - 0x1p52);
   }
