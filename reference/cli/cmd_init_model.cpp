@@ -3,7 +3,6 @@
 // checkpoint is streamed (reference/deepseek/checkpoint_writer.hpp): a true-width DeepSeek-V3
 // checkpoint of many GB is written in a few hundred MB of memory.
 #include <fmt/format.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -13,6 +12,7 @@
 
 #include "reference/cli/command.hpp"
 #include "reference/cli/model_source.hpp"
+#include "reference/cli/progress.hpp"
 #include "reference/deepseek/checkpoint_writer.hpp"
 #include "reference/io/safetensors.hpp"
 
@@ -41,15 +41,10 @@ std::string gb(std::uint64_t bytes) {
   return b >= 1e9 ? fmt::format("{:.2f} GB", b / 1e9) : fmt::format("{:.1f} MB", b / 1e6);
 }
 
-std::string clock(double seconds) {
-  const long s = static_cast<long>(seconds + 0.5);
-  return s >= 3600 ? fmt::format("{}:{:02d}:{:02d}", s / 3600, (s / 60) % 60, s % 60)
-                   : fmt::format("{}:{:02d}", s / 60, s % 60);
-}
-
-// One stderr line, rewritten in place (carriage return) at most five times a second:
-//   [shard 2/4] model.layers.1.mlp.experts.7.up_proj.weight  2.41 / 6.02 GB  0:14 elapsed  ETA 0:21
-class ProgressLine {
+// The progress line of a checkpoint write, in the style of progress.hpp's (one stderr line
+// rewritten in place, at most five times a second):
+//   [dsr1] shard 2/4  model.layers.1.mlp.experts.7.up_proj.weight  2.41 / 5.93 GB  14s  ETA 21s
+class WriteProgressLine {
  public:
   void update(const WriteProgress& p) {
     const bool done = p.bytes_done == p.bytes_total;
@@ -57,18 +52,18 @@ class ProgressLine {
     last_ = p.seconds;
     const double rate = p.seconds > 0 ? static_cast<double>(p.bytes_done) / p.seconds : 0;
     const std::string eta =
-        rate > 0 ? clock(static_cast<double>(p.bytes_total - p.bytes_done) / rate) : "?";
-    std::string line = fmt::format("[shard {}/{}] {}  {} / {}  {} elapsed  ETA {}", p.shard, p.shards,
-                                   p.tensor, gb(p.bytes_done), gb(p.bytes_total), clock(p.seconds), eta);
+        rate > 0 ? format_duration(static_cast<double>(p.bytes_total - p.bytes_done) / rate) : "?";
+    std::string line = fmt::format("[dsr1] shard {}/{}  {}  {} / {}  {}  ETA {}", p.shard, p.shards, p.tensor,
+                                   gb(p.bytes_done), gb(p.bytes_total), format_duration(p.seconds), eta);
     const std::size_t width = line.size();
     if (line.size() < width_) line.append(width_ - line.size(), ' ');  // cover the longer line before
     width_ = width;
-    std::fprintf(stderr, "\r%s", line.c_str());
+    fmt::print(stderr, "\r{}", line);
     std::fflush(stderr);
     shown_ = true;
   }
   void end() {
-    if (shown_) std::fprintf(stderr, "\n");
+    if (shown_) fmt::print(stderr, "\n");
   }
 
  private:
@@ -84,8 +79,8 @@ int init_model(const InitArgs& a) {
   const Config cfg = a.source.config();
   GeneratedCheckpointOptions opt;
   opt.threads = a.threads > 0 ? a.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  ProgressLine line;
-  if (!a.quiet && (a.progress || ::isatty(STDERR_FILENO)))
+  WriteProgressLine line;
+  if (!a.quiet && (a.progress || ProgressLine::stderr_is_terminal()))
     opt.progress = [&line](const WriteProgress& p) { line.update(p); };
   const WrittenCheckpoint w =
       write_generated_checkpoint(a.out, cfg, a.source.seed, parse_dtype(a.dtype), a.shards, opt);
