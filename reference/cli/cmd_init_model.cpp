@@ -82,8 +82,13 @@ int init_model(const InitArgs& a) {
   WriteProgressLine line;
   if (!a.quiet && (a.progress || ProgressLine::stderr_is_terminal()))
     opt.progress = [&line](const WriteProgress& p) { line.update(p); };
-  const WrittenCheckpoint w =
-      write_generated_checkpoint(a.out, cfg, a.source.seed, parse_dtype(a.dtype), a.shards, opt);
+  WrittenCheckpoint w;
+  try {
+    w = write_generated_checkpoint(a.out, cfg, a.source.seed, parse_dtype(a.dtype), a.shards, opt);
+  } catch (...) {
+    line.end();  // the error message on a line of its own
+    throw;
+  }
   line.end();
   fmt::print("wrote {} ({}, {} weights, {} shard{}) to {}: {} files, {} bytes ({}) in {:.1f} s\n",
              cfg.name, a.source.describe(), a.dtype, a.shards, a.shards == 1 ? "" : "s", a.out,
