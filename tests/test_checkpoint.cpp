@@ -16,6 +16,7 @@
 #include "reference/deepseek/loader.hpp"
 #include "reference/io/safetensors.hpp"
 #include "tests/support/check.hpp"
+#include "tests/support/errors.hpp"
 
 namespace fs = std::filesystem;
 namespace st = dsr1::safetensors;
@@ -45,18 +46,8 @@ void write_raw(const fs::path& path, const std::string& header, const std::strin
   out.write(data.data(), static_cast<std::streamsize>(data.size()));
 }
 
-// The exception message of `f()`, or "" if it did not throw.
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "";
-}
-
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+using dsr1::test::contains;
+using dsr1::test::error_of;
 
 // Every matrix of two ModelWeights, compared element by element.
 void check_weights_equal(const dsr1::ModelWeights& a, const dsr1::ModelWeights& b, dsr1::test::Tol tol) {

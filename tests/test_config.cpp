@@ -7,22 +7,14 @@
 #include <string>
 
 #include "reference/deepseek/config.hpp"
+#include "tests/support/errors.hpp"
 
 using dsr1::Config;
 
 namespace {
 
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "";
-}
-
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+using dsr1::test::contains;
+using dsr1::test::error_of;
 
 // The V2-Lite-Chat config.json as released (spec §1.2 values; q_lora_rank null, no gate bias).
 const char* kV2LiteJson = R"({
