@@ -21,8 +21,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     if (!std::isnan(b)) FUZZ_CHECK(st::encode_bf16(static_cast<float>(b)) == bits);
     const double h = st::decode_f16(bits);
     FUZZ_CHECK(std::isnan(h) || std::isinf(h) || std::fabs(h) <= 65504.0);
-    // encode_f16 searches all 31,744 codes; a few per input keep the target fast.
-    if (i < 8 && !std::isnan(h)) FUZZ_CHECK(st::encode_f16(static_cast<float>(h)) == bits);
+    // encode_f16 searches all 31,744 codes; one per input keeps the target fast.
+    if (i == 0 && !std::isnan(h)) FUZZ_CHECK(st::encode_f16(static_cast<float>(h)) == bits);
   }
   for (std::size_t i = 0; i < size; ++i) {
     const double e = st::decode_e4m3(data[i]);
