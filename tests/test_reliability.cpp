@@ -132,7 +132,11 @@ TEST_CASE("config: products of sizes within their limits are checked too") {
     c.hidden_size = dsr1::limits::hidden_size;
     c.intermediate_size = dsr1::limits::intermediate_size;
     c.num_hidden_layers = dsr1::limits::num_hidden_layers;
-    c.first_k_dense_replace = c.num_hidden_layers;  // all dense: 3 d I = 2^51.6 per layer
+    // 64 experts of I_e = 2^18: a MoE block of 65 * 3 * 2^16 * 2^18 = 2^41.6 parameters, which
+    // the bound counts for each of the 1,025 layers (2^51.6 in all) though none is a MoE layer.
+    c.first_k_dense_replace = c.num_hidden_layers;
+    c.moe_intermediate_size = dsr1::limits::intermediate_size;
+    c.n_routed_experts = 64;
     const std::string e = error_of([&] { dsr1::validate(c); });
     CHECK(contains(e, "parameters: the config describes about"));
     CHECK(contains(e, fmt::format("beyond the limit of {:.3g}", static_cast<double>(dsr1::limits::parameters))));
