@@ -22,9 +22,16 @@ struct GenerateArgs {
 
 int generate(const GenerateArgs& a) {
   const std::vector<std::int64_t> prompt = parse_token_list(a.prompt, "--prompt");
+  // Every position must exist before any is computed; compared without forming prompt + n, which
+  // could overflow 64 bits.
+  const auto P = static_cast<std::int64_t>(prompt.size());
+  const std::int64_t max_pos = a.source.config().max_position_embeddings;
+  if (P > max_pos || a.n_new > max_pos - P)
+    throw std::invalid_argument(fmt::format(
+        "--new-tokens: {} prompt tokens and {} new ones run past max_position_embeddings = {}", P,
+        a.n_new, max_pos));
   // Weights fetched layer by layer from the checkpoint or the generator, at every step.
-  const ModelSource::Opened m =
-      a.source.open(false, static_cast<std::int64_t>(prompt.size()) + a.n_new);
+  const ModelSource::Opened m = a.source.open(false, P + a.n_new);
   std::unique_ptr<PrintTracer> printer;
   if (!a.trace.empty()) {
     PrintOptions po;

@@ -8,6 +8,7 @@
 
 #include "reference/cli/command.hpp"
 #include "reference/deepseek/config.hpp"
+#include "reference/io/token_list.hpp"
 #include "reference/tools/golden_set.hpp"
 
 namespace dsr1::cli {
@@ -19,25 +20,12 @@ struct GoldenArgs {
   std::int64_t decode_from = -1;
 };
 
+// The shared --tokens parser (reference/io/token_list.hpp); a golden set's ids are also >= 0.
 std::vector<std::int64_t> parse_tokens(const std::string& text) {
-  std::vector<std::int64_t> out;
-  std::size_t start = 0;
-  while (start <= text.size()) {
-    const std::size_t comma = text.find(',', start);
-    const std::string item = text.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
-    std::size_t used = 0;
-    long long v = 0;
-    try {
-      v = std::stoll(item, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (item.empty() || used != item.size() || v < 0)
-      throw std::invalid_argument(fmt::format("--tokens: '{}' is not a non-negative integer token id", item));
-    out.push_back(v);
-    if (comma == std::string::npos) break;
-    start = comma + 1;
-  }
+  const std::vector<std::int64_t> out = parse_token_list(text, "--tokens");
+  for (const std::int64_t v : out)
+    if (v < 0)
+      throw std::invalid_argument(fmt::format("--tokens: '{}' is not a non-negative integer token id", v));
   return out;
 }
 

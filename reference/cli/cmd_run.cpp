@@ -109,7 +109,10 @@ int run(const RunArgs& a) {
     throw std::invalid_argument(fmt::format("--mtp: model '{}' has no MTP module", a.source.config().name));
   if (a.fast) check_fast_options(a);
   // The weights stay where they are (checkpoint or generator) and are fetched layer by layer.
-  const ModelSource::Opened m = a.source.open(a.mtp, T);
+  const ModelSource::Opened m = a.source.open(
+      a.mtp, T,
+      a.fast ? FastCopy{a.fast_weights == "bf16" ? 2.0 : 4.0, fmt::format("the fast path's {} copy", a.fast_weights)}
+             : FastCopy{});
   const Config& c = m.config;
   ref::ForwardOptions opt = a.run.forward_options();
   const bool show_progress = !a.quiet && !a.json && (a.progress || ProgressLine::stderr_is_terminal());

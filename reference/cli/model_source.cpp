@@ -4,7 +4,6 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
-#include <charconv>
 #include <stdexcept>
 
 
@@ -44,15 +43,22 @@ static double physical_memory_bytes() {
   return pages > 0 && page > 0 ? static_cast<double>(pages) * static_cast<double>(page) : 0.0;
 }
 
-LoadedModel ModelSource::load(bool with_mtp) const {
-  const Config c = config();
-  // The reference holds every weight in double precision: 8 bytes a parameter.
+// Every parameter the checkpoint holds (the catalogue's tensors; the config's limits bound
+// their number, config.hpp).
+static double catalogue_params(const Config& c) {
   double params = 0;
   for (const auto& e : checkpoint_catalogue(c)) {
     double n = 1;
     for (auto s : e.shape) n *= static_cast<double>(s);
     params += n;
   }
+  return params;
+}
+
+LoadedModel ModelSource::load(bool with_mtp) const {
+  const Config c = config();
+  // The reference holds every weight in double precision: 8 bytes a parameter.
+  const double params = catalogue_params(c);
   const double need = 8.0 * params;
   const double have = physical_memory_bytes();
   if (have > 0 && need > 0.75 * have)
@@ -68,7 +74,7 @@ LoadedModel ModelSource::load(bool with_mtp) const {
   return m;
 }
 
-ModelSource::Opened ModelSource::open(bool with_mtp, std::int64_t T) const {
+ModelSource::Opened ModelSource::open(bool with_mtp, std::int64_t T, const FastCopy& fast) const {
   Opened m;
   m.config = config();
   const double need = working_set_bytes(m.config, T);
@@ -79,6 +85,13 @@ ModelSource::Opened ModelSource::open(bool with_mtp, std::int64_t T) const {
         "double, the KV cache, the activations) but this machine has {:.1f} GB. Use `dsr1 "
         "dry-run` to walk it without weights.",
         m.config.name, T, need / 1e9, have / 1e9));
+  // The fast path packs every weight at once: refused before the first one is packed.
+  const double packed = fast.bytes_per_param > 0 ? fast.bytes_per_param * catalogue_params(m.config) : 0.0;
+  if (have > 0 && packed > 0 && need + packed > 0.75 * have)
+    throw std::runtime_error(fmt::format(
+        "model '{}' with {} tokens needs about {:.1f} GB: a working set of {:.1f} GB and {} of "
+        "{:.1f} GB, but this machine has {:.1f} GB. Use `dsr1 dry-run` to walk it without weights.",
+        m.config.name, T, (need + packed) / 1e9, need / 1e9, fast.what, packed / 1e9, have / 1e9));
   if (!model_dir.empty()) {
     CheckpointOptions opt;
     opt.weight_block_size = m.config.weight_block_size;
@@ -118,26 +131,6 @@ ref::ForwardOptions RunOptions::forward_options() const {
   o.rope_layout =
       rope_layout == "half-split" ? ref::RopeLayout::HalfSplit : ref::RopeLayout::Interleaved;
   return o;
-}
-
-std::vector<std::int64_t> parse_token_list(const std::string& text, const std::string& option) {
-  std::vector<std::int64_t> out;
-  std::size_t start = 0;
-  while (start <= text.size()) {
-    const std::size_t comma = text.find(',', start);
-    const std::string item =
-        text.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
-    std::int64_t v = 0;
-    const auto [ptr, ec] = std::from_chars(item.data(), item.data() + item.size(), v);
-    if (item.empty() || ec != std::errc() || ptr != item.data() + item.size())
-      throw std::invalid_argument(fmt::format(
-          "{}: '{}' is not a token id (expected comma-separated integers like 1,2,3)", option,
-          item));
-    out.push_back(v);
-    if (comma == std::string::npos) break;
-    start = comma + 1;
-  }
-  return out;
 }
 
 }  // namespace dsr1::cli

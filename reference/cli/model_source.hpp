@@ -12,12 +12,21 @@
 
 #include "reference/deepseek/config.hpp"
 #include "reference/faults.hpp"
+#include "reference/io/token_list.hpp"  // parse_token_list, for the commands that take --tokens
 #include "reference/deepseek/loader.hpp"
 #include "reference/deepseek/mla.hpp"
 #include "reference/deepseek/model.hpp"
 #include "reference/deepseek/weight_store.hpp"
 
 namespace dsr1::cli {
+
+// The fast path's packed copy of every weight (reference/fast/weights.hpp), which `dsr1 run
+// --fast` holds besides the streamed working set: its bytes per parameter (4 for f32, 2 for
+// bf16) and how a refusal for lack of memory names it.
+struct FastCopy {
+  double bytes_per_param = 0;
+  std::string what;  // e.g. "the fast path's f32 copy"
+};
 
 struct ModelSource {
   std::string model_dir;
@@ -32,13 +41,14 @@ struct ModelSource {
   // whose double-precision weights do not fit in this machine's memory.
   LoadedModel load(bool with_mtp) const;
   // Config and a weight store that fetches each layer when it runs (any size of model). Refuses
-  // a model whose working set for T tokens (working_set_bytes) does not fit in memory.
+  // a model whose working set for T tokens (working_set_bytes), plus the `fast` copy when the
+  // fast path runs, does not fit in memory.
   struct Opened {
     Config config;
     std::unique_ptr<TensorSource> source;  // the checkpoint or the generator
     std::unique_ptr<SourceStore> weights;
   };
-  Opened open(bool with_mtp, std::int64_t T) const;
+  Opened open(bool with_mtp, std::int64_t T, const FastCopy& fast = {}) const;
   std::string describe() const;
 };
 
@@ -52,8 +62,5 @@ struct RunOptions {
 // This process's peak resident set so far, in bytes (getrusage; file pages mapped and touched
 // count too).
 double peak_rss_bytes();
-
-// "1,2,3" -> {1, 2, 3}; throws naming the bad item.
-std::vector<std::int64_t> parse_token_list(const std::string& text, const std::string& option);
 
 }  // namespace dsr1::cli

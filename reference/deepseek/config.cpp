@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <climits>
 #include <cmath>
 #include <fstream>
 #include <functional>
@@ -16,10 +18,15 @@ bool Config::is_moe_layer(std::int64_t l) const {
          l % moe_layer_freq == 0;
 }
 
+// The multiples of moe_layer_freq in [first_k_dense_replace, L): the first is
+// first_k_dense_replace rounded up to a multiple of the frequency, then one every
+// moe_layer_freq layers. Equal to counting is_moe_layer(l) over l = 0..L-1 (tests/test_config.cpp).
 std::int64_t Config::num_moe_layers() const {
-  std::int64_t n = 0;
-  for (std::int64_t l = 0; l < num_hidden_layers; ++l) n += is_moe_layer(l) ? 1 : 0;
-  return n;
+  if (n_routed_experts <= 0 || moe_layer_freq <= 0 || num_hidden_layers <= 0) return 0;
+  const std::int64_t k = std::max<std::int64_t>(first_k_dense_replace, 0);
+  const std::int64_t first = (k + moe_layer_freq - 1) / moe_layer_freq * moe_layer_freq;
+  if (first >= num_hidden_layers) return 0;
+  return (num_hidden_layers - 1 - first) / moe_layer_freq + 1;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -300,6 +307,8 @@ std::int64_t get_int(const json& j, const char* key, const std::string& origin,
     if (fallback) return *fallback;
     json_fail(origin, key, "is required (expected an integer)");
   }
+  if (v->is_number_unsigned() && v->get<std::uint64_t>() > static_cast<std::uint64_t>(INT64_MAX))
+    json_fail(origin, key, fmt::format("{} does not fit in a signed 64-bit integer", v->dump()));
   if (!v->is_number_integer()) {
     // HF writes some integers as floats (e.g. 4096.0); accept exact integers only.
     if (v->is_number_float()) {
@@ -527,7 +536,97 @@ void require_positive(const Config& c, const char* field, std::int64_t v) {
   if (v <= 0) invalid(c, field, fmt::format("expected a positive integer, got {}", v));
 }
 
+// A size within its limit, refused with the value and the limit otherwise.
+void require_at_most(const Config& c, const char* field, std::int64_t v, std::int64_t limit) {
+  if (v > limit)
+    invalid(c, field, fmt::format("{} exceeds the limit of {} (docs/reliability.md: larger than "
+                                  "any model this implementation can serve)", v, limit));
+}
+
+// Checked 64-bit arithmetic: `what` names the quantity in the message if it overflows.
+struct Checked {
+  const Config& c;
+  std::uint64_t mul(std::uint64_t a, std::uint64_t b, const char* what) const {
+    std::uint64_t r = 0;
+    if (__builtin_mul_overflow(a, b, &r))
+      invalid(c, what, fmt::format("{} x {} overflows 64 bits", a, b));
+    return r;
+  }
+  std::uint64_t add(std::uint64_t a, std::uint64_t b, const char* what) const {
+    std::uint64_t r = 0;
+    if (__builtin_add_overflow(a, b, &r))
+      invalid(c, what, fmt::format("{} + {} overflows 64 bits", a, b));
+    return r;
+  }
+};
+
+// The per-field limits (config.hpp, namespace limits); before any product is formed, so the
+// products below see bounded factors. The sizes are known positive here.
+void check_limits(const Config& c) {
+  require_at_most(c, "vocab_size", c.vocab_size, limits::vocab_size);
+  require_at_most(c, "hidden_size", c.hidden_size, limits::hidden_size);
+  require_at_most(c, "intermediate_size", c.intermediate_size, limits::intermediate_size);
+  require_at_most(c, "moe_intermediate_size", c.moe_intermediate_size, limits::intermediate_size);
+  require_at_most(c, "num_hidden_layers", c.num_hidden_layers, limits::num_hidden_layers);
+  require_at_most(c, "num_attention_heads", c.num_attention_heads, limits::num_attention_heads);
+  require_at_most(c, "qk_nope_head_dim", c.qk_nope_head_dim, limits::head_dim);
+  require_at_most(c, "qk_rope_head_dim", c.qk_rope_head_dim, limits::head_dim);
+  require_at_most(c, "v_head_dim", c.v_head_dim, limits::head_dim);
+  require_at_most(c, "q_lora_rank", c.q_lora_rank, limits::lora_rank);
+  require_at_most(c, "kv_lora_rank", c.kv_lora_rank, limits::lora_rank);
+  require_at_most(c, "n_routed_experts", c.n_routed_experts, limits::experts);
+  require_at_most(c, "n_shared_experts", c.n_shared_experts, limits::experts);
+  require_at_most(c, "max_position_embeddings", c.max_position_embeddings, limits::positions);
+  require_at_most(c, "rope_scaling.original_max_position_embeddings",
+                  c.rope_scaling.original_max_position_embeddings, limits::positions);
+  require_at_most(c, "quantization_config.weight_block_size", c.weight_block_size,
+                  limits::weight_block_size);
+}
+
 }  // namespace
+
+std::uint64_t parameter_bound(const Config& c) {
+  const Checked k{c};
+  // Sizes as unsigned; a negative one (refused by validate) counts as 0 here.
+  const auto u = [](std::int64_t x) { return x > 0 ? static_cast<std::uint64_t>(x) : std::uint64_t{0}; };
+  const std::uint64_t d = u(c.hidden_size), V = u(c.vocab_size), n_h = u(c.num_attention_heads);
+  const std::uint64_t d_nope = u(c.qk_nope_head_dim), d_rope = u(c.qk_rope_head_dim), d_v = u(c.v_head_dim);
+  const std::uint64_t r_q = u(c.q_lora_rank), r_kv = u(c.kv_lora_rank);
+  // Without routed experts there is no MoE block, whatever the other MoE fields say.
+  const std::uint64_t N_r = u(c.n_routed_experts), N_s = N_r > 0 ? u(c.n_shared_experts) : 0;
+  const std::uint64_t I = u(c.intermediate_size), I_e = u(c.moe_intermediate_size);
+  // Embedding and head: V x d each.
+  const std::uint64_t vocab = k.mul(2, k.mul(V, d, "vocab_size x hidden_size"), "vocab_size x hidden_size");
+  // MLA of one layer: W_DQ, W_UQ (or one direct query map), W_DKV + W_KR, W_UK + W_UV, W_O,
+  // and the norms (d each for the block norms, r_q and r_kv for the latents).
+  const std::uint64_t d_qk = d_nope + d_rope;
+  const std::uint64_t q_heads = k.mul(n_h, d_qk, "num_attention_heads x (qk_nope_head_dim + qk_rope_head_dim)");
+  const std::uint64_t w_q = r_q > 0 ? k.add(k.mul(d, r_q, "hidden_size x q_lora_rank"),
+                                            k.mul(r_q, q_heads, "q_lora_rank x num_attention_heads x d_qk"),
+                                            "query projections")
+                                    : k.mul(d, q_heads, "hidden_size x num_attention_heads x d_qk");
+  const std::uint64_t w_kv = k.add(k.mul(d, r_kv + d_rope, "hidden_size x (kv_lora_rank + qk_rope_head_dim)"),
+                                   k.mul(r_kv, k.mul(n_h, d_nope + d_v, "num_attention_heads x (d_nope + d_v)"),
+                                         "kv_lora_rank x num_attention_heads x (d_nope + d_v)"),
+                                   "key/value projections");
+  const std::uint64_t w_o = k.mul(k.mul(n_h, d_v, "num_attention_heads x v_head_dim"), d,
+                                  "num_attention_heads x v_head_dim x hidden_size");
+  const std::uint64_t norms = k.add(2 * d, r_q + r_kv, "norm widths");  // each term < 2^64
+  const std::uint64_t mla = k.add(k.add(w_q, w_kv, "attention"), k.add(w_o, norms, "attention"), "attention");
+  // FFN of one layer, the larger of the dense FFN (3 d I) and the MoE block: N_r routed and N_s
+  // shared experts of 3 d I_e each, plus the router W_g and its bias.
+  const std::uint64_t dense = k.mul(3, k.mul(d, I, "hidden_size x intermediate_size"), "dense FFN");
+  const std::uint64_t expert = k.mul(3, k.mul(d, I_e, "hidden_size x moe_intermediate_size"), "one expert");
+  const std::uint64_t moe = k.add(k.mul(N_r + N_s, expert, "(n_routed_experts + n_shared_experts) x expert size"),
+                                  k.mul(N_r, d + 1, "n_routed_experts x hidden_size"), "MoE block");
+  const std::uint64_t layer = k.add(mla, std::max(dense, moe), "one layer");
+  // L layers and the MTP module (one more layer, eh_proj [d, 2d] and its three norms), and the
+  // main model's final norm.
+  const std::uint64_t layers = k.mul(k.add(u(c.num_hidden_layers), 1, "num_hidden_layers"), layer,
+                                     "num_hidden_layers x parameters per layer");
+  const std::uint64_t mtp_extra = k.add(k.mul(2 * d, d, "MTP eh_proj"), k.mul(4, d, "norms"), "MTP");
+  return k.add(k.add(vocab, layers, "parameters"), mtp_extra, "parameters");
+}
 
 void validate(const Config& c) {
   if (c.model_type != "deepseek_v2" && c.model_type != "deepseek_v3")
@@ -542,6 +641,7 @@ void validate(const Config& c) {
   require_positive(c, "qk_rope_head_dim", c.qk_rope_head_dim);
   require_positive(c, "v_head_dim", c.v_head_dim);
   require_positive(c, "max_position_embeddings", c.max_position_embeddings);
+  check_limits(c);
   if (c.q_lora_rank < 0)
     invalid(c, "q_lora_rank", fmt::format("expected a positive rank or 0/null (no query compression), got {}", c.q_lora_rank));
   // MLA has no key/value head groups: every query head attends with its own W_UK/W_UV block.
@@ -644,6 +744,16 @@ void validate(const Config& c) {
   if (c.fp8_weights && c.weight_block_size <= 0)
     invalid(c, "quantization_config.weight_block_size",
             fmt::format("expected a positive block size, got {}", c.weight_block_size));
+
+  // Products of sizes that are each within their limits but together cannot be served.
+  require_at_most(c, "num_moe_layers x n_routed_experts", c.num_moe_layers() * c.n_routed_experts,
+                  limits::routed_experts_in_model);
+  const std::uint64_t params = parameter_bound(c);
+  if (params > limits::parameters)
+    invalid(c, "parameters", fmt::format("the config describes about {:.3g} parameters, beyond the "
+                                         "limit of {:.3g} (docs/reliability.md)",
+                                         static_cast<double>(params),
+                                         static_cast<double>(limits::parameters)));
 }
 
 // ---------------------------------------------------------------------------------------------

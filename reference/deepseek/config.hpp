@@ -70,7 +70,7 @@ struct Config {
   bool has_gate_bias() const { return topk_method == "noaux_tc"; }
   // Layer l uses the MoE block iff l >= first_k_dense_replace and l % moe_layer_freq == 0.
   bool is_moe_layer(std::int64_t l) const;
-  // Number of MoE layers among 0..L-1.
+  // Number of MoE layers among 0..L-1, counted without a loop over the layers.
   std::int64_t num_moe_layers() const;
   bool has_yarn() const { return rope_scaling.type == "yarn"; }
 
@@ -88,8 +88,37 @@ Config config_from_json_text(const std::string& text, const std::string& origin)
 // Writes the HF-style JSON text of a config.
 std::string config_to_json_text(const Config& c);
 
-// Checks every invariant; throws std::invalid_argument naming the field and the expectation.
+// Size limits, checked by validate() before anything proportional to a size is allocated or
+// looped over (docs/reliability.md). Each is a power of two well above the largest released
+// model (V3 in the comments), so that a typo or a hostile config.json -- 2^31 layers, a vocabulary
+// of 2^40 -- is refused at once with the field, the value and the limit, instead of a table of
+// 2^31 layers being built first.
+namespace limits {
+inline constexpr std::int64_t vocab_size = std::int64_t{1} << 22;         // V3: 129,280
+inline constexpr std::int64_t hidden_size = std::int64_t{1} << 16;        // V3: 7,168
+inline constexpr std::int64_t intermediate_size = std::int64_t{1} << 18;  // also I_e; V3: 18,432
+inline constexpr std::int64_t num_hidden_layers = std::int64_t{1} << 10;  // V3: 61
+inline constexpr std::int64_t num_attention_heads = std::int64_t{1} << 10;  // V3: 128
+inline constexpr std::int64_t head_dim = std::int64_t{1} << 12;   // d_nope, d_rope, d_v; V3: 128, 64, 128
+inline constexpr std::int64_t lora_rank = std::int64_t{1} << 16;  // r_q, r_kv; V3: 1,536, 512
+inline constexpr std::int64_t experts = std::int64_t{1} << 12;    // N_r, N_s per layer; V3: 256, 1
+// MoE layers x N_r: the routed experts of the whole model, each three tensors in a checkpoint
+// and in the catalogue `dsr1 info` lists. V3: 58 x 256 = 14,848.
+inline constexpr std::int64_t routed_experts_in_model = std::int64_t{1} << 17;
+inline constexpr std::int64_t positions = std::int64_t{1} << 24;  // max_position_embeddings; V3: 163,840
+inline constexpr std::int64_t weight_block_size = std::int64_t{1} << 16;  // V3: 128
+// Parameters of the whole model, counted in 64-bit arithmetic that detects overflow. V3: 6.7e11.
+inline constexpr std::uint64_t parameters = std::uint64_t{1} << 46;
+}  // namespace limits
+
+// Checks every invariant and limit; throws std::invalid_argument naming the field, the value and
+// the expectation. Costs a few microseconds whatever the sizes: nothing is allocated or looped
+// over per layer or per expert.
 void validate(const Config& c);
+// An upper bound on the parameters of the main model and the MTP module, in checked 64-bit
+// arithmetic (every matrix, norm and bias; the accounting of reference/tools/ counts exactly).
+// Throws std::invalid_argument naming the product that overflows 64 bits.
+std::uint64_t parameter_bound(const Config& c);
 
 // One paragraph naming the conventions in effect: RoPE layout, YaRN on/off and its scale,
 // the softmax scale, the gating rule.

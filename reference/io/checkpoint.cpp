@@ -78,9 +78,15 @@ std::map<std::string, std::string> read_index(const fs::path& index_path) {
   if (!in) throw std::runtime_error(fmt::format("{}: cannot open", where));
   std::stringstream ss;
   ss << in.rdbuf();
+  return parse_index(ss.str(), where);
+}
+
+}  // namespace
+
+std::map<std::string, std::string> parse_index(const std::string& text, const std::string& where) {
   nlohmann::json j;
   try {
-    j = nlohmann::json::parse(ss.str());
+    j = nlohmann::json::parse(text);
   } catch (const nlohmann::json::exception& e) {
     throw std::runtime_error(fmt::format("{}: not valid JSON: {}", where, e.what()));
   }
@@ -104,8 +110,6 @@ std::map<std::string, std::string> read_index(const fs::path& index_path) {
   if (map.empty()) throw std::runtime_error(fmt::format("{}: weight_map is empty", where));
   return map;
 }
-
-}  // namespace
 
 Checkpoint::Checkpoint(const std::string& path, CheckpointOptions options)
     : root_(path), options_(std::move(options)) {

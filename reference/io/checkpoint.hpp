@@ -77,6 +77,11 @@ class Checkpoint : public TensorSource {
   mutable SourceCounters counters_;
 };
 
+// Parses the text of model.safetensors.index.json and returns tensor -> shard file name; throws,
+// starting the message with `where`, unless the weight_map is a non-empty object of plain file
+// names (no path component: a shard lives next to its index).
+std::map<std::string, std::string> parse_index(const std::string& text, const std::string& where);
+
 // The name of the FP8 scale of weight `name`: "<name>_scale_inv".
 std::string scale_name(const std::string& weight_name);
 

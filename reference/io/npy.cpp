@@ -327,6 +327,7 @@ constexpr std::uint32_t kCentralSig = 0x02014b50;
 constexpr std::uint32_t kEndSig = 0x06054b50;
 constexpr std::uint32_t kEnd64Sig = 0x06064b50;
 constexpr std::uint32_t kEnd64LocatorSig = 0x07064b50;
+constexpr std::uint64_t kMaxDeflateRatio = 1032;  // deflate's largest expansion (zlib FAQ: "1032:1")
 
 struct ZipEntry {
   std::string name;
@@ -448,9 +449,13 @@ std::vector<std::uint8_t> entry_bytes(const std::vector<std::uint8_t>& b, const 
     out.assign(b.begin() + static_cast<std::ptrdiff_t>(start),
                b.begin() + static_cast<std::ptrdiff_t>(start + e.compressed));
   } else if (e.method == 8) {
-    // Raw deflate (no zlib header): windowBits = -15. The declared size bounds the output.
-    if (e.uncompressed > (std::uint64_t{1} << 40))
-      fail(where, fmt::format("declared uncompressed size {} is implausible", e.uncompressed));
+    // Raw deflate (no zlib header): windowBits = -15. The declared size bounds the output, and
+    // deflate cannot expand by more than 1032:1 (a 258-byte match costs at least two bits), so
+    // a larger claim is refused before the output buffer is allocated: a 100-byte archive must
+    // not make the reader zero-fill gigabytes.
+    if (e.uncompressed > kMaxDeflateRatio * e.compressed + 1024)
+      fail(where, fmt::format("declared uncompressed size {} is impossible for {} bytes of deflate data "
+                              "(at most {}:1)", e.uncompressed, e.compressed, kMaxDeflateRatio));
     out.resize(e.uncompressed);
     z_stream zs{};
     if (inflateInit2(&zs, -MAX_WBITS) != Z_OK) fail(where, "zlib initialisation failed");
@@ -492,14 +497,18 @@ std::vector<std::uint8_t> entry_bytes(const std::vector<std::uint8_t>& b, const 
 }  // namespace
 
 std::vector<std::pair<std::string, Array>> read_npz(const std::string& path) {
-  const std::vector<std::uint8_t> b = slurp(path);
+  return parse_npz(slurp(path), path);
+}
+
+std::vector<std::pair<std::string, Array>> parse_npz(const std::vector<std::uint8_t>& b,
+                                                     const std::string& origin) {
   std::vector<std::pair<std::string, Array>> out;
-  for (const ZipEntry& e : central_directory(b, path)) {
+  for (const ZipEntry& e : central_directory(b, origin)) {
     if (e.name.empty() || e.name.back() == '/') continue;  // directories
-    const std::vector<std::uint8_t> bytes = entry_bytes(b, e, path);
+    const std::vector<std::uint8_t> bytes = entry_bytes(b, e, origin);
     std::string key = e.name;
     if (key.size() > 4 && key.compare(key.size() - 4, 4, ".npy") == 0) key.resize(key.size() - 4);
-    out.emplace_back(key, parse(bytes.data(), bytes.size(), fmt::format("{}[{}]", path, e.name)));
+    out.emplace_back(key, parse(bytes.data(), bytes.size(), fmt::format("{}[{}]", origin, e.name)));
   }
   return out;
 }

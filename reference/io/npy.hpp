@@ -47,6 +47,9 @@ void write(const std::string& path, const Array& a, DType dtype = DType::F64);
 
 // .npz: entries in archive order, each named without its ".npy" suffix.
 std::vector<std::pair<std::string, Array>> read_npz(const std::string& path);
+// The same from an archive image in memory; `origin` names it in messages.
+std::vector<std::pair<std::string, Array>> parse_npz(const std::vector<std::uint8_t>& bytes,
+                                                     const std::string& origin);
 // Writes an uncompressed archive, as np.savez does.
 void write_npz(const std::string& path, const std::vector<std::pair<std::string, Array>>& entries,
                DType dtype = DType::F64);

@@ -181,6 +181,115 @@ void write(const std::string& path, const std::vector<NamedTensor>& tensors,
   out.finish();
 }
 
+Header parse_header(const std::uint8_t* bytes, std::size_t size, const std::string& origin) {
+  if (size < 8)
+    fail(origin, fmt::format("file is {} bytes, too short for the 8-byte header length", size));
+  Header h;
+  const std::uint64_t n = load_le<std::uint64_t>(bytes);
+  if (n > size - 8)
+    fail(origin, fmt::format("header length {} runs past the end of the file ({} bytes)", n,
+                             size));
+  h.data_start = 8 + n;
+  nlohmann::json header;
+  // nlohmann::json keeps the last of two equal keys without a word; a header that names a
+  // tensor twice is ambiguous, so the parser callback rejects it.
+  std::string duplicate;
+  std::set<std::string> top_keys;
+  const nlohmann::json::parser_callback_t on_event =
+      [&](int depth, nlohmann::json::parse_event_t event, nlohmann::json& parsed) {
+        if (depth == 1 && event == nlohmann::json::parse_event_t::key) {
+          const std::string k = parsed.get<std::string>();
+          if (!top_keys.insert(k).second && duplicate.empty()) duplicate = k;
+        }
+        return true;
+      };
+  try {
+    header = nlohmann::json::parse(bytes + 8, bytes + 8 + n, on_event);
+  } catch (const nlohmann::json::exception& e) {
+    fail(origin, fmt::format("header is not valid JSON: {}", e.what()));
+  }
+  if (!duplicate.empty()) fail(origin, fmt::format("header names tensor '{}' twice", duplicate));
+  if (!header.is_object()) fail(origin, "header JSON is not an object");
+  const std::uint64_t data_size = size - h.data_start;
+  for (auto it = header.begin(); it != header.end(); ++it) {
+    const std::string& name = it.key();
+    const auto& v = it.value();
+    if (name == "__metadata__") {
+      if (!v.is_object()) fail(origin, "__metadata__ is not an object");
+      for (auto m2 = v.begin(); m2 != v.end(); ++m2) {
+        if (!m2.value().is_string())
+          fail(origin, fmt::format("__metadata__ value of '{}' is not a string", m2.key()));
+        h.metadata[m2.key()] = m2.value().get<std::string>();
+      }
+      continue;
+    }
+    if (!v.is_object() || !v.contains("dtype") || !v.contains("shape") ||
+        !v.contains("data_offsets"))
+      fail(origin, fmt::format("tensor '{}': expected an object with dtype, shape, data_offsets",
+                               name));
+    TensorInfo info;
+    info.name = name;
+    if (!v["dtype"].is_string()) fail(origin, fmt::format("tensor '{}': dtype is not a string", name));
+    try {
+      info.dtype = dtype_from_string(v["dtype"].get<std::string>());
+    } catch (const std::runtime_error& e) {
+      fail(origin, fmt::format("tensor '{}': {}", name, e.what()));
+    }
+    if (!v["shape"].is_array()) fail(origin, fmt::format("tensor '{}': shape is not an array", name));
+    std::uint64_t numel = 1;
+    for (const auto& s : v["shape"]) {
+      if (!s.is_number_unsigned())
+        fail(origin, fmt::format("tensor '{}': shape entries must be non-negative integers", name));
+      const auto d = s.get<std::uint64_t>();
+      info.shape.push_back(d);
+      if (mul_overflows(numel, d, &numel))
+        fail(origin, fmt::format("tensor '{}': shape overflows 64 bits", name));
+    }
+    const auto& off = v["data_offsets"];
+    if (!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() ||
+        !off[1].is_number_unsigned())
+      fail(origin, fmt::format("tensor '{}': data_offsets must be two non-negative integers", name));
+    info.begin = off[0].get<std::uint64_t>();
+    info.end = off[1].get<std::uint64_t>();
+    std::uint64_t bytes = 0;
+    if (mul_overflows(numel, dtype_size(info.dtype), &bytes))
+      fail(origin, fmt::format("tensor '{}': byte size overflows 64 bits", name));
+    if (info.end < info.begin || info.end > data_size)
+      fail(origin, fmt::format("tensor '{}': data_offsets [{}, {}] out of range (data section "
+                               "is {} bytes)",
+                               name, info.begin, info.end, data_size));
+    if (info.end - info.begin != bytes)
+      fail(origin, fmt::format("tensor '{}': data_offsets span {} bytes but {} {} needs {}", name,
+                               info.end - info.begin, fmt::join(info.shape, "x"),
+                               to_string(info.dtype), bytes));
+    h.tensors.push_back(std::move(info));
+  }
+  // Tensors in data order (the order writers emit them); ties by name for determinism.
+  // Overlap check. Sorted by begin, a tensor overlaps an earlier one iff it begins before the
+  // largest end seen so far (comparing neighbours only would miss a small tensor nested in a
+  // large one followed by another). Empty tensors occupy no bytes and overlap nothing. Holes
+  // between tensors are allowed.
+  std::vector<const TensorInfo*> order;
+  for (const auto& t : h.tensors)
+    if (t.end > t.begin) order.push_back(&t);
+  std::sort(order.begin(), order.end(), [](const TensorInfo* a, const TensorInfo* b) {
+    return a->begin != b->begin ? a->begin < b->begin : a->name < b->name;
+  });
+  const TensorInfo* furthest = nullptr;  // the tensor with the largest end so far
+  for (const TensorInfo* t : order) {
+    if (furthest && t->begin < furthest->end)
+      fail(origin, fmt::format("tensors '{}' (bytes {}..{}) and '{}' (bytes {}..{}) overlap in the "
+                               "data section",
+                               furthest->name, furthest->begin, furthest->end, t->name, t->begin,
+                               t->end));
+    if (!furthest || t->end > furthest->end) furthest = t;
+  }
+  std::sort(h.tensors.begin(), h.tensors.end(), [](const TensorInfo& a, const TensorInfo& b) {
+    return a.begin != b.begin ? a.begin < b.begin : a.name < b.name;
+  });
+  return h;
+}
+
 File::File(const std::string& path) : path_(path) {
   const int fd = ::open(path.c_str(), O_RDONLY);
   if (fd < 0) fail(path, fmt::format("cannot open: {}", std::strerror(errno)));
@@ -204,108 +313,10 @@ File::File(const std::string& path) : path_(path) {
   map_ = static_cast<const std::uint8_t*>(m);
 
   try {
-    const std::uint64_t n = load_le<std::uint64_t>(map_);
-    if (n > map_size_ - 8)
-      fail(path, fmt::format("header length {} runs past the end of the file ({} bytes)", n,
-                             map_size_));
-    data_start_ = 8 + n;
-    nlohmann::json header;
-    // nlohmann::json keeps the last of two equal keys without a word; a header that names a
-    // tensor twice is ambiguous, so the parser callback rejects it.
-    std::string duplicate;
-    std::set<std::string> top_keys;
-    const nlohmann::json::parser_callback_t on_event =
-        [&](int depth, nlohmann::json::parse_event_t event, nlohmann::json& parsed) {
-          if (depth == 1 && event == nlohmann::json::parse_event_t::key) {
-            const std::string k = parsed.get<std::string>();
-            if (!top_keys.insert(k).second && duplicate.empty()) duplicate = k;
-          }
-          return true;
-        };
-    try {
-      header = nlohmann::json::parse(map_ + 8, map_ + 8 + n, on_event);
-    } catch (const nlohmann::json::exception& e) {
-      fail(path, fmt::format("header is not valid JSON: {}", e.what()));
-    }
-    if (!duplicate.empty()) fail(path, fmt::format("header names tensor '{}' twice", duplicate));
-    if (!header.is_object()) fail(path, "header JSON is not an object");
-    const std::uint64_t data_size = map_size_ - data_start_;
-    for (auto it = header.begin(); it != header.end(); ++it) {
-      const std::string& name = it.key();
-      const auto& v = it.value();
-      if (name == "__metadata__") {
-        if (!v.is_object()) fail(path, "__metadata__ is not an object");
-        for (auto m2 = v.begin(); m2 != v.end(); ++m2) {
-          if (!m2.value().is_string())
-            fail(path, fmt::format("__metadata__ value of '{}' is not a string", m2.key()));
-          metadata_[m2.key()] = m2.value().get<std::string>();
-        }
-        continue;
-      }
-      if (!v.is_object() || !v.contains("dtype") || !v.contains("shape") ||
-          !v.contains("data_offsets"))
-        fail(path, fmt::format("tensor '{}': expected an object with dtype, shape, data_offsets",
-                               name));
-      TensorInfo info;
-      info.name = name;
-      if (!v["dtype"].is_string()) fail(path, fmt::format("tensor '{}': dtype is not a string", name));
-      try {
-        info.dtype = dtype_from_string(v["dtype"].get<std::string>());
-      } catch (const std::runtime_error& e) {
-        fail(path, fmt::format("tensor '{}': {}", name, e.what()));
-      }
-      if (!v["shape"].is_array()) fail(path, fmt::format("tensor '{}': shape is not an array", name));
-      std::uint64_t numel = 1;
-      for (const auto& s : v["shape"]) {
-        if (!s.is_number_unsigned())
-          fail(path, fmt::format("tensor '{}': shape entries must be non-negative integers", name));
-        const auto d = s.get<std::uint64_t>();
-        info.shape.push_back(d);
-        if (mul_overflows(numel, d, &numel))
-          fail(path, fmt::format("tensor '{}': shape overflows 64 bits", name));
-      }
-      const auto& off = v["data_offsets"];
-      if (!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() ||
-          !off[1].is_number_unsigned())
-        fail(path, fmt::format("tensor '{}': data_offsets must be two non-negative integers", name));
-      info.begin = off[0].get<std::uint64_t>();
-      info.end = off[1].get<std::uint64_t>();
-      std::uint64_t bytes = 0;
-      if (mul_overflows(numel, dtype_size(info.dtype), &bytes))
-        fail(path, fmt::format("tensor '{}': byte size overflows 64 bits", name));
-      if (info.end < info.begin || info.end > data_size)
-        fail(path, fmt::format("tensor '{}': data_offsets [{}, {}] out of range (data section "
-                               "is {} bytes)",
-                               name, info.begin, info.end, data_size));
-      if (info.end - info.begin != bytes)
-        fail(path, fmt::format("tensor '{}': data_offsets span {} bytes but {} {} needs {}", name,
-                               info.end - info.begin, fmt::join(info.shape, "x"),
-                               to_string(info.dtype), bytes));
-      tensors_.push_back(std::move(info));
-    }
-    // Tensors in data order (the order writers emit them); ties by name for determinism.
-    // Overlap check. Sorted by begin, a tensor overlaps an earlier one iff it begins before the
-    // largest end seen so far (comparing neighbours only would miss a small tensor nested in a
-    // large one followed by another). Empty tensors occupy no bytes and overlap nothing. Holes
-    // between tensors are allowed.
-    std::vector<const TensorInfo*> order;
-    for (const auto& t : tensors_)
-      if (t.end > t.begin) order.push_back(&t);
-    std::sort(order.begin(), order.end(), [](const TensorInfo* a, const TensorInfo* b) {
-      return a->begin != b->begin ? a->begin < b->begin : a->name < b->name;
-    });
-    const TensorInfo* furthest = nullptr;  // the tensor with the largest end so far
-    for (const TensorInfo* t : order) {
-      if (furthest && t->begin < furthest->end)
-        fail(path, fmt::format("tensors '{}' (bytes {}..{}) and '{}' (bytes {}..{}) overlap in the "
-                               "data section",
-                               furthest->name, furthest->begin, furthest->end, t->name, t->begin,
-                               t->end));
-      if (!furthest || t->end > furthest->end) furthest = t;
-    }
-    std::sort(tensors_.begin(), tensors_.end(), [](const TensorInfo& a, const TensorInfo& b) {
-      return a.begin != b.begin ? a.begin < b.begin : a.name < b.name;
-    });
+    Header h = parse_header(map_, map_size_, path);
+    tensors_ = std::move(h.tensors);
+    metadata_ = std::move(h.metadata);
+    data_start_ = h.data_start;
     for (std::size_t i = 0; i < tensors_.size(); ++i) index_[tensors_[i].name] = i;
   } catch (...) {
     ::munmap(const_cast<std::uint8_t*>(map_), map_size_);
@@ -379,6 +390,12 @@ std::vector<double> File::read_rows(const std::string& name, std::uint64_t first
     const std::uint64_t hi = std::min<std::uint64_t>((begin + bytes + page - 1) / page * page, map_size_);
     ::madvise(const_cast<std::uint8_t*>(map_) + lo, hi - lo, MADV_DONTNEED);
   }
+  return out;
+}
+
+std::vector<double> decode(const TensorInfo& t, const std::uint8_t* data) {
+  std::vector<double> out(t.numel());
+  decode_values(t.dtype, data + t.begin, out.size(), out.data());
   return out;
 }
 

@@ -59,6 +59,22 @@ struct NamedTensor {
 void write(const std::string& path, const std::vector<NamedTensor>& tensors,
            const std::map<std::string, std::string>& metadata = {});
 
+// A parsed and validated header: the tensors in data order and the metadata.
+struct Header {
+  std::vector<TensorInfo> tensors;            // sorted by begin, ties by name
+  std::map<std::string, std::string> metadata;
+  std::uint64_t data_start = 0;               // 8 + header length: where the data section begins
+};
+
+// Parses the header of a safetensors image of `size` bytes (the whole file, data included: the
+// offsets are checked against it). `origin` names the file in messages. Every check File makes
+// happens here, so the fuzzer (tests/fuzz/fuzz_safetensors.cpp) exercises exactly this code.
+Header parse_header(const std::uint8_t* bytes, std::size_t size, const std::string& origin);
+
+// The values of tensor `t` converted exactly to double, row-major; `data` points at the start
+// of the data section, and the tensor's bytes must lie within it (parse_header checked that).
+std::vector<double> decode(const TensorInfo& t, const std::uint8_t* data);
+
 // A read-only, memory-mapped safetensors file. Tensors are decoded lazily, by name.
 class File {
  public:

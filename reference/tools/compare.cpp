@@ -127,42 +127,67 @@ std::string read_text(const std::string& path) {
 // that holds it (golden_set.hpp writes it).
 void add_golden_set(SetBuilder& sb, const fs::path& dir) {
   const std::string mpath = (dir / "manifest.json").string();
-  nlohmann::json m;
-  try {
-    m = nlohmann::json::parse(read_text(mpath));
-  } catch (const nlohmann::json::exception& e) {
-    throw std::runtime_error(fmt::format("{}: not valid JSON: {}", mpath, e.what()));
-  }
-  if (!m.is_object() || !m.contains("tensors") || !m["tensors"].is_array())
-    throw std::runtime_error(fmt::format("{}: expected an object with a \"tensors\" array", mpath));
   std::map<std::string, std::shared_ptr<TensorSet::Backend>> files;
-  for (const auto& t : m["tensors"]) {
-    if (!t.is_object() || !t.contains("name") || !t["name"].is_string() || !t.contains("file") ||
-        !t["file"].is_string())
-      throw std::runtime_error(fmt::format("{}: every tensor entry needs \"name\" and \"file\" strings", mpath));
-    const std::string name = t["name"], file = t["file"];
-    if (file.find("..") != std::string::npos || (!file.empty() && file[0] == '/'))
-      throw std::runtime_error(fmt::format("{}: tensor '{}': file '{}' must be inside the set", mpath, name, file));
-    auto& b = files[file];
+  for (const ManifestEntry& t : parse_manifest(read_text(mpath), mpath)) {
+    auto& b = files[t.file];
     if (!b) {
       b = std::make_shared<TensorSet::Backend>();
-      b->file = std::make_shared<safetensors::File>((dir / file).string());
+      b->file = std::make_shared<safetensors::File>((dir / t.file).string());
     }
-    if (!b->file->has(name))
-      throw std::runtime_error(fmt::format("{}: lists tensor '{}' but {} does not hold it", mpath, name,
+    if (!b->file->has(t.name))
+      throw std::runtime_error(fmt::format("{}: lists tensor '{}' but {} does not hold it", mpath, t.name,
                                            b->file->path()));
-    const auto& info = b->file->info(name);
-    if (t.contains("shape") && t["shape"].get<std::vector<std::uint64_t>>() != info.shape)
+    const auto& info = b->file->info(t.name);
+    if (t.shape && *t.shape != info.shape)
       throw std::runtime_error(fmt::format("{}: tensor '{}' has shape [{}] in the manifest but [{}] in {}", mpath,
-                                           name, fmt::join(t["shape"].get<std::vector<std::uint64_t>>(), ", "),
-                                           fmt::join(info.shape, ", "), b->file->path()));
-    sb.add({name, info.shape, safetensors::to_string(info.dtype)}, b);
+                                           t.name, fmt::join(*t.shape, ", "), fmt::join(info.shape, ", "),
+                                           b->file->path()));
+    sb.add({t.name, info.shape, safetensors::to_string(info.dtype)}, b);
   }
   sb.set_manifest_order();
   if (fs::exists(dir / "config.json")) sb.set_config(load_config_json((dir / "config.json").string()));
 }
 
 }  // namespace
+
+std::vector<ManifestEntry> parse_manifest(const std::string& text, const std::string& origin) {
+  nlohmann::json m;
+  try {
+    m = nlohmann::json::parse(text);
+  } catch (const nlohmann::json::exception& e) {
+    throw std::runtime_error(fmt::format("{}: not valid JSON: {}", origin, e.what()));
+  }
+  if (!m.is_object() || !m.contains("tensors") || !m["tensors"].is_array())
+    throw std::runtime_error(fmt::format("{}: expected an object with a \"tensors\" array", origin));
+  std::vector<ManifestEntry> out;
+  for (const auto& t : m["tensors"]) {
+    if (!t.is_object() || !t.contains("name") || !t["name"].is_string() || !t.contains("file") ||
+        !t["file"].is_string())
+      throw std::runtime_error(fmt::format("{}: every tensor entry needs \"name\" and \"file\" strings", origin));
+    ManifestEntry e;
+    e.name = t["name"].get<std::string>();
+    e.file = t["file"].get<std::string>();
+    if (e.file.empty() || e.file.find("..") != std::string::npos || e.file[0] == '/')
+      throw std::runtime_error(fmt::format("{}: tensor '{}': file '{}' must be inside the set", origin, e.name, e.file));
+    if (t.contains("shape")) {
+      // A list of non-negative integers; anything else would convert silently (-1 to 2^64 - 1).
+      const auto& s = t["shape"];
+      if (!s.is_array())
+        throw std::runtime_error(fmt::format("{}: tensor '{}': shape {} is not a list of dimensions", origin,
+                                             e.name, s.dump()));
+      std::vector<std::uint64_t> shape;
+      for (const auto& d : s) {
+        if (!d.is_number_unsigned())
+          throw std::runtime_error(fmt::format("{}: tensor '{}': shape {} holds {}, expected non-negative integers",
+                                               origin, e.name, s.dump(), d.dump()));
+        shape.push_back(d.get<std::uint64_t>());
+      }
+      e.shape = std::move(shape);
+    }
+    out.push_back(std::move(e));
+  }
+  return out;
+}
 
 TensorSet TensorSet::open(const std::string& path) {
   SetBuilder sb;

@@ -80,6 +80,17 @@ class TensorSet {
   friend struct SetBuilder;
 };
 
+// One tensor listed by a golden set's manifest.json: its trace name, the file of the set that
+// holds it, and the shape the manifest claims (checked against the file when it is opened).
+struct ManifestEntry {
+  std::string name;
+  std::string file;                                  // relative to the set, never outside it
+  std::optional<std::vector<std::uint64_t>> shape;   // absent if the manifest gives none
+};
+// Parses and validates the text of a manifest.json (golden_set.hpp writes it); `origin` names it
+// in messages. Touches no file, so the fuzzer (tests/fuzz/fuzz_golden_manifest.cpp) drives it.
+std::vector<ManifestEntry> parse_manifest(const std::string& text, const std::string& origin);
+
 // A rank in the forward pass for a trace name (docs/trace-names.md), used to order sets that
 // carry no manifest. Unknown names rank after known ones.
 std::vector<std::int64_t> computation_rank(const std::string& name);
