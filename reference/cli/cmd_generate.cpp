@@ -4,6 +4,7 @@
 #include <memory>
 
 #include "reference/cli/command.hpp"
+#include "reference/io/memory_reuse.hpp"
 #include "reference/cli/model_source.hpp"
 #include "reference/deepseek/model.hpp"
 #include "reference/trace/trace_outputs.hpp"
@@ -39,8 +40,11 @@ int generate(const GenerateArgs& a) {
     printer = std::make_unique<PrintTracer>(a.trace, po);
   }
   fmt::print("model: {} ({})\n", m.config.name, a.source.describe());
-  const auto out = ref::generate_greedy(*m.weights, m.config, prompt, a.n_new,
-                                        a.run.forward_options(), printer.get());
+  ref::ForwardOptions opt = a.run.forward_options();
+  opt.on_layer_begin = [](std::int64_t l, std::int64_t) {
+    if (l == 0) release_freed_memory();  // a new pass: hand back what the last one left free
+  };
+  const auto out = ref::generate_greedy(*m.weights, m.config, prompt, a.n_new, opt, printer.get());
   if (printer) {
     printer->finish();
     printer->check_filter_matched();

@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "reference/cli/command.hpp"
+#include "reference/io/memory_reuse.hpp"
 #include "reference/cli/model_source.hpp"
 #include "reference/cli/progress.hpp"
 #include "reference/fast/model.hpp"
@@ -124,7 +125,8 @@ int run(const RunArgs& a) {
   };
   std::vector<LayerAccount> accounts;
   std::uint64_t values_at_begin = 0, experts_at_begin = 0;
-  opt.on_layer_begin = [&](std::int64_t, std::int64_t) {
+  opt.on_layer_begin = [&](std::int64_t l, std::int64_t) {
+    if (l == 0) release_freed_memory();  // a new pass: hand back what the last one left free
     values_at_begin = m.weights->counters().values_fetched.load();
     experts_at_begin = m.weights->counters().experts_fetched.load();
   };

@@ -6,6 +6,7 @@
 #include <map>
 
 #include "reference/cli/command.hpp"
+#include "reference/io/memory_reuse.hpp"
 
 namespace dsr1::cli {
 std::vector<Command>& registry() {
@@ -16,6 +17,7 @@ std::vector<Command>& registry() {
 
 int main(int argc, char** argv) {
   using namespace dsr1::cli;
+  dsr1::keep_freed_memory_for_reuse();  // layer l+1 reuses layer l's pages (memory_reuse.hpp)
   CLI::App app{"dsr1 " DSR1_VERSION
                ": a numeric reference implementation of DeepSeek-V2, V3 and R1",
                "dsr1"};

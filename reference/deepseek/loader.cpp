@@ -141,28 +141,6 @@ std::vector<CatalogueEntry> checkpoint_catalogue(const Config& cfg) {
 
 namespace {
 
-// Rows r0 .. r0+n-1 of W [rows, cols] (Armadillo's column-major) from a row-major block [n, cols]:
-// W(r0 + i, c) = data[i*cols + c]. This is the one transpose between the checkpoint's layout and
-// the model's. It walks 32 x 32 tiles so that the reads and the writes of a tile both stay in
-// cache: a plain element-by-element transpose of a 7168 x 16384 matrix misses the cache on every
-// write and costs ten times more.
-void put_rows(arma::mat& W, u64 r0, const double* data, u64 n, u64 cols) {
-  double* w = W.memptr();
-  const u64 rows = W.n_rows;
-  constexpr u64 tile = 32;
-  for (u64 i0 = 0; i0 < n; i0 += tile)
-    for (u64 c0 = 0; c0 < cols; c0 += tile) {
-      const u64 i1 = std::min(n, i0 + tile), c1 = std::min(cols, c0 + tile);
-      for (u64 c = c0; c < c1; ++c)
-        for (u64 i = i0; i < i1; ++i) w[c * rows + r0 + i] = data[i * cols + c];
-    }
-}
-
-// A matrix is read this many values at a time (64 MB as double), so that converting it never
-// needs a second whole copy: the largest V3 matrix (o_proj, 117 M values) would otherwise briefly
-// need 1.9 GB instead of 0.9 GB.
-constexpr u64 kReadBlockValues = u64{1} << 23;
-
 class Reader {
  public:
   explicit Reader(const TensorSource& src) : src_(src) {}
@@ -196,8 +174,21 @@ class Reader {
   }
 
   // Rows first .. first+count-1 of a matrix [rows, cols] stored row-major (a linear map, the
-  // embedding, the LM head) as an arma::mat [count, cols], read a block of rows at a time.
+  // embedding, the LM head) as an arma::mat [count, cols].
   arma::mat rows(const std::string& name, u64 rows, u64 cols, u64 first, u64 count) const {
+    arma::mat W = fresh(count, cols);
+    put(name, rows, cols, first, count, W, 0);
+    return W;
+  }
+
+  // A matrix about to be filled by put(): left uninitialised, since every entry will be written
+  // (Armadillo would otherwise zero it, a whole extra pass over a layer's weights).
+  static arma::mat fresh(u64 rows, u64 cols) { return arma::mat(rows, cols, arma::fill::none); }
+
+  // Rows first .. first+count-1 of the matrix `name` [rows, cols] into rows r0 .. r0+count-1 of
+  // W: the source writes them in W's column-major order (TensorSource::read_rows_transposed).
+  void put(const std::string& name, u64 rows, u64 cols, u64 first, u64 count, arma::mat& W,
+           u64 r0) const {
     if (!src_.has(name))
       throw std::runtime_error(fmt::format("{}: missing tensor '{}' (expected shape {})",
                                            src_.describe(), name, shape_str({rows, cols})));
@@ -206,18 +197,10 @@ class Reader {
       throw std::runtime_error(fmt::format("{}: tensor '{}' has shape {}, expected {} from the config",
                                            src_.describe(), name, shape_str(got),
                                            shape_str({rows, cols})));
-    arma::mat W(count, cols);
-    const u64 block = std::max<u64>(1, kReadBlockValues / std::max<u64>(1, cols));
-    for (u64 i0 = 0; i0 < count; i0 += block) {
-      const u64 n = std::min(block, count - i0);
-      const TensorData t = src_.read_rows(name, first + i0, n);
-      if (t.data.size() != n * cols)
-        throw std::runtime_error(fmt::format("{}: tensor '{}' rows {}..{} read back with {} values, "
-                                             "expected {}", src_.describe(), name, first + i0,
-                                             first + i0 + n - 1, t.data.size(), n * cols));
-      put_rows(W, i0, t.data.data(), n, cols);
-    }
-    return W;
+    if (W.n_cols != cols || r0 + count > W.n_rows)
+      throw std::logic_error(fmt::format("rows {}..{} of '{}' do not fit rows {}.. of a [{}, {}] matrix",
+                                         first, first + count - 1, name, r0, W.n_rows, W.n_cols));
+    if (count > 0) src_.read_rows_transposed(name, first, count, W.memptr() + r0, W.n_rows);
   }
 
   bool has(const std::string& name) const { return src_.has(name); }
@@ -245,38 +228,43 @@ BlockWeights load_block(const Config& c, const Reader& rd, const std::string& p,
   MlaWeights& a = b.attn;
 
   // Query: q_b_proj (or q_proj) rows are head-major, [q_nope (d_nope) ; q_rope (d_rope)] per
-  // head (spec §4.2). W_UQ keeps the nope rows and W_QR the rope rows, heads stacked.
-  arma::mat Wq;  // [n_h*(d_nope+d_rope), r_q or d]
+  // head (spec §4.2). W_UQ takes the nope rows and W_QR the rope rows, heads stacked; each head's
+  // rows go straight to their place, so the stacked matrix is never held whole.
+  std::string q_name = p + "self_attn.q_proj.weight";
+  u64 q_in = d;
   if (c.has_q_lora()) {
     const u64 r_q = c.q_lora_rank;
     a.W_DQ = rd.matrix(p + "self_attn.q_a_proj.weight", r_q, d);
     a.w_q = rd.vector(p + "self_attn.q_a_layernorm.weight", r_q);
-    Wq = rd.matrix(p + "self_attn.q_b_proj.weight", n_h * (d_nope + d_rope), r_q);
-  } else {
-    Wq = rd.matrix(p + "self_attn.q_proj.weight", n_h * (d_nope + d_rope), d);
+    q_name = p + "self_attn.q_b_proj.weight";
+    q_in = r_q;
   }
-  a.W_UQ.set_size(n_h * d_nope, Wq.n_cols);
-  a.W_QR.set_size(n_h * d_rope, Wq.n_cols);
+  const u64 q_rows = n_h * (d_nope + d_rope);
+  a.W_UQ = Reader::fresh(n_h * d_nope, q_in);
+  a.W_QR = Reader::fresh(n_h * d_rope, q_in);
   for (u64 i = 0; i < n_h; ++i) {
     const u64 head = i * (d_nope + d_rope);
-    a.W_UQ.rows(i * d_nope, (i + 1) * d_nope - 1) = Wq.rows(head, head + d_nope - 1);
-    a.W_QR.rows(i * d_rope, (i + 1) * d_rope - 1) = Wq.rows(head + d_nope, head + d_nope + d_rope - 1);
+    rd.put(q_name, q_rows, q_in, head, d_nope, a.W_UQ, i * d_nope);
+    rd.put(q_name, q_rows, q_in, head + d_nope, d_rope, a.W_QR, i * d_rope);
   }
 
   // kv_a_proj_with_mqa rows: [c_kv (r_kv) ; k_rope (d_rope)].
-  const arma::mat Wkv_a = rd.matrix(p + "self_attn.kv_a_proj_with_mqa.weight", r_kv + d_rope, d);
-  a.W_DKV = Wkv_a.rows(0, r_kv - 1);
-  a.W_KR = Wkv_a.rows(r_kv, r_kv + d_rope - 1);
+  const std::string kv_a = p + "self_attn.kv_a_proj_with_mqa.weight";
+  a.W_DKV = Reader::fresh(r_kv, d);
+  a.W_KR = Reader::fresh(d_rope, d);
+  rd.put(kv_a, r_kv + d_rope, d, 0, r_kv, a.W_DKV, 0);
+  rd.put(kv_a, r_kv + d_rope, d, r_kv, d_rope, a.W_KR, 0);
   a.w_kv = rd.vector(p + "self_attn.kv_a_layernorm.weight", r_kv);
 
   // kv_b_proj rows: head-major, [k_nope (d_nope) ; v (d_v)] per head.
-  const arma::mat Wkv_b = rd.matrix(p + "self_attn.kv_b_proj.weight", n_h * (d_nope + d_v), r_kv);
-  a.W_UK.set_size(n_h * d_nope, r_kv);
-  a.W_UV.set_size(n_h * d_v, r_kv);
+  const std::string kv_b = p + "self_attn.kv_b_proj.weight";
+  const u64 kv_b_rows = n_h * (d_nope + d_v);
+  a.W_UK = Reader::fresh(n_h * d_nope, r_kv);
+  a.W_UV = Reader::fresh(n_h * d_v, r_kv);
   for (u64 i = 0; i < n_h; ++i) {
     const u64 head = i * (d_nope + d_v);
-    a.W_UK.rows(i * d_nope, (i + 1) * d_nope - 1) = Wkv_b.rows(head, head + d_nope - 1);
-    a.W_UV.rows(i * d_v, (i + 1) * d_v - 1) = Wkv_b.rows(head + d_nope, head + d_nope + d_v - 1);
+    rd.put(kv_b, kv_b_rows, r_kv, head, d_nope, a.W_UK, i * d_nope);
+    rd.put(kv_b, kv_b_rows, r_kv, head + d_nope, d_v, a.W_UV, i * d_v);
   }
   a.W_O = rd.matrix(p + "self_attn.o_proj.weight", d, n_h * d_v);
 

@@ -213,7 +213,8 @@ double working_set_bytes(const Config& c, std::int64_t T) {
   const double kv_cache = L * t * (r_kv + d_rope);
   const double naive_kv = t * n_h * (d_nope + d_rope + d_v) + t * t * n_h;  // keys, values, scores
   const double activations = 16.0 * t * d + 2.0 * t * static_cast<double>(c.vocab_size);
-  return 8.0 * (2.0 * block + expert + head_block + kv_cache + naive_kv + activations);
+  const double read_buffer = static_cast<double>(TensorSource::kTransposeBlockValues);
+  return 8.0 * (block + read_buffer + expert + head_block + kv_cache + naive_kv + activations);
 }
 
 }  // namespace dsr1

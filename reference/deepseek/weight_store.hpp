@@ -123,7 +123,8 @@ namespace dsr1 {
 
 // The memory a reference forward pass over T tokens needs when weights come from a store, in
 // bytes (docs/model.md, "Working set"): the largest block (attention and FFN or router and shared
-// expert, in double, twice for the copy made while a fused tensor is split), one routed expert,
+// expert, in double; fused tensors are split as they are read, never copied whole), the row
+// block a checkpoint read decodes before transposing it, one routed expert,
 // one block of LM-head rows, the latent KV cache of every layer, the naive form's per-head keys
 // and values of one layer, and a few [d, T] activations. An estimate for refusing what cannot
 // fit, not an accounting to the byte.

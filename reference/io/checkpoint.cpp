@@ -2,7 +2,9 @@
 
 #include <fmt/format.h>
 
+#include <array>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -222,6 +224,14 @@ TensorData Checkpoint::read_rows(const std::string& name, std::uint64_t first,
   if (t.dtype != st::DType::F8_E4M3) return out;
 
   // FP8: apply the block scales (spec §10).
+  const Fp8Scales S = fp8_scales(name, t, what);
+  out.data = dequantize_fp8_rows(out.data, t.shape[0], t.shape[1], first, count, S.scale, S.rows,
+                                 S.cols, S.block, options_.faults, S.what);
+  return out;
+}
+
+Checkpoint::Fp8Scales Checkpoint::fp8_scales(const std::string& name, const st::TensorInfo& t,
+                                             const std::string& what) const {
   const std::string sname = scale_name(name);
   if (!has(sname))
     throw std::runtime_error(fmt::format("{}: FP8 (F8_E4M3) weight without its scale tensor '{}'",
@@ -230,25 +240,105 @@ TensorData Checkpoint::read_rows(const std::string& name, std::uint64_t first,
     throw std::runtime_error(fmt::format("{}: FP8 weight has shape {}, expected a 2-D [out, in] matrix",
                                          what, shape_str(t.shape)));
   const st::TensorInfo& s = info(sname);
-  const std::string swhat =
-      fmt::format("checkpoint '{}': tensor '{}' (file '{}')", root_, sname, file(sname).path());
+  Fp8Scales S;
+  S.what = fmt::format("checkpoint '{}': tensor '{}' (file '{}')", root_, sname, file(sname).path());
   if (s.dtype == st::DType::F8_E4M3 || !is_float(s.dtype))
-    throw std::runtime_error(fmt::format("{}: dtype {}, expected F32", swhat, st::to_string(s.dtype)));
+    throw std::runtime_error(fmt::format("{}: dtype {}, expected F32", S.what, st::to_string(s.dtype)));
   const std::uint64_t B = static_cast<std::uint64_t>(options_.weight_block_size);
   if (s.shape.size() != 2)
     throw std::runtime_error(fmt::format("{}: shape {}, expected [ceil({}/{}), ceil({}/{})] = [{}, {}]",
-                                         swhat, shape_str(s.shape), t.shape[0], B, t.shape[1], B,
+                                         S.what, shape_str(s.shape), t.shape[0], B, t.shape[1], B,
                                          ceil_div(t.shape[0], B), ceil_div(t.shape[1], B)));
   // The scale grid is small (one value per 128 x 128 block): read it whole.
-  const std::vector<double> scale = file(sname).read(sname);
-  counters_.bytes_read += scale.size() * st::dtype_size(s.dtype);
-  for (std::size_t i = 0; i < scale.size(); ++i)
-    if (!std::isfinite(scale[i]) || scale[i] < 0)
+  S.scale = file(sname).read(sname);
+  counters_.bytes_read += S.scale.size() * st::dtype_size(s.dtype);
+  for (std::size_t i = 0; i < S.scale.size(); ++i)
+    if (!std::isfinite(S.scale[i]) || S.scale[i] < 0)
       throw std::runtime_error(fmt::format("{}: element {} is {}, expected a finite scale >= 0",
-                                           swhat, i, scale[i]));
-  out.data = dequantize_fp8_rows(out.data, t.shape[0], t.shape[1], first, count, scale, s.shape[0],
-                                 s.shape[1], B, options_.faults, swhat);
-  return out;
+                                           S.what, i, S.scale[i]));
+  S.rows = s.shape[0];
+  S.cols = s.shape[1];
+  S.block = B;
+  return S;
+}
+
+namespace {
+
+// dst[c * ld + i] = decode(row first + i, column c) * scale(first + i, c) for i < count, c <
+// cols, one 32 x 32 tile at a time (reads and writes of a tile stay in cache). `decode` turns
+// element k of the rows into a double; `scale` gives the factor of a (row, column); both exact.
+// Throws `bad(element index, value)` for a value that is not finite.
+template <class Decode, class Scale, class Bad>
+void decode_transposed(std::uint64_t first, std::uint64_t count, std::uint64_t cols, Decode decode,
+                       Scale scale, Bad bad, double* dst, std::uint64_t ld) {
+  constexpr std::uint64_t tile = 32;
+  for (std::uint64_t i0 = 0; i0 < count; i0 += tile)
+    for (std::uint64_t c0 = 0; c0 < cols; c0 += tile) {
+      const std::uint64_t i1 = std::min(count, i0 + tile), c1 = std::min(cols, c0 + tile);
+      for (std::uint64_t c = c0; c < c1; ++c)
+        for (std::uint64_t i = i0; i < i1; ++i) {
+          const double v = decode(i * cols + c) * scale(first + i, c);
+          if (!std::isfinite(v)) bad((first + i) * cols + c, v);
+          dst[c * ld + i] = v;
+        }
+    }
+}
+
+}  // namespace
+
+// The checkpoint's own transposing read: each value is decoded, scaled and written to its place
+// in one step, with no row-major copy in between (the default, TensorSource::read_rows_transposed,
+// decodes into a buffer first). Same values, bit for bit: an e4m3 value (4 significant bits)
+// times a float32 scale (24) is exact in double, as in dequantize_fp8_rows. The conformance
+// faults of dequantize_fp8_rows and the rarer dtypes take the general way.
+void Checkpoint::read_rows_transposed(const std::string& name, std::uint64_t first,
+                                      std::uint64_t count, double* dst, std::uint64_t ld) const {
+  const st::File& f = file(name);
+  const st::TensorInfo& t = f.info(name);
+  const bool faults = options_.faults.fp8_scale_divide || options_.faults.fp8_skip_edge_blocks;
+  const bool fused = t.shape.size() == 2 && !faults &&
+                     (t.dtype == st::DType::F8_E4M3 || t.dtype == st::DType::BF16 ||
+                      t.dtype == st::DType::F32);
+  if (!fused) return TensorSource::read_rows_transposed(name, first, count, dst, ld);
+  check_row_range(describe(), name, t.shape, first, count);
+  const std::string what = fmt::format("checkpoint '{}': tensor '{}' (file '{}')", root_, name, f.path());
+  const std::uint64_t cols = t.shape[1];
+  const std::uint8_t* p = f.raw_rows(name, first, count);
+  auto bad = [&](std::uint64_t k, double v) {
+    throw std::runtime_error(fmt::format("{}: element {} is {}, expected a finite value", what, k, v));
+  };
+  auto one = [](std::uint64_t, std::uint64_t) { return 1.0; };
+  if (t.dtype == st::DType::F8_E4M3) {
+    const Fp8Scales S = fp8_scales(name, t, what);
+    if (S.rows != ceil_div(t.shape[0], S.block) || S.cols != ceil_div(cols, S.block))
+      throw std::runtime_error(fmt::format(
+          "{}: scale grid is [{}, {}], expected [ceil({}/{}), ceil({}/{})] = [{}, {}]", S.what,
+          S.rows, S.cols, t.shape[0], S.block, cols, S.block, ceil_div(t.shape[0], S.block),
+          ceil_div(cols, S.block)));
+    std::array<double, 256> e4m3{};
+    for (int b = 0; b < 256; ++b) e4m3[b] = st::decode_e4m3(static_cast<std::uint8_t>(b));
+    // W = Wq * S: the "_inv" scale multiplies (P13).
+    auto scale = [&](std::uint64_t r, std::uint64_t c) {
+      return S.scale[(r / S.block) * S.cols + c / S.block];
+    };
+    decode_transposed(first, count, cols, [&](std::uint64_t k) { return e4m3[p[k]]; }, scale, bad,
+                      dst, ld);
+  } else if (t.dtype == st::DType::BF16) {
+    decode_transposed(first, count, cols, [&](std::uint64_t k) {
+      std::uint16_t b;
+      std::memcpy(&b, p + 2 * k, 2);  // little-endian, as the file (and x86) stores it
+      return st::decode_bf16(b);
+    }, one, bad, dst, ld);
+  } else {
+    decode_transposed(first, count, cols, [&](std::uint64_t k) {
+      float v;
+      std::memcpy(&v, p + 4 * k, 4);
+      return static_cast<double>(v);
+    }, one, bad, dst, ld);
+  }
+  f.release_rows(name, first, count);
+  counters_.bytes_read += count * cols * st::dtype_size(t.dtype);
+  counters_.values_dequantised += count * cols;
 }
 
 }  // namespace dsr1

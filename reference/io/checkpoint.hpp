@@ -59,6 +59,9 @@ class Checkpoint : public TensorSource {
   // released afterwards, so resident memory does not grow with the checkpoint.
   TensorData read_rows(const std::string& name, std::uint64_t first,
                        std::uint64_t count) const override;
+  // Decoded, scaled and written in the destination's column-major order in one step.
+  void read_rows_transposed(const std::string& name, std::uint64_t first, std::uint64_t count,
+                            double* dst, std::uint64_t ld) const override;
   std::vector<std::string> names() const override;  // sorted; includes *_scale_inv tensors
   std::string describe() const override;
   const SourceCounters& counters() const override { return counters_; }
@@ -69,6 +72,14 @@ class Checkpoint : public TensorSource {
   std::size_t num_files() const { return files_.size(); }
 
  private:
+  // The block scales of FP8 weight `name` (validated: F32, 2-D, finite, >= 0), read whole.
+  struct Fp8Scales {
+    std::vector<double> scale;        // [rows, cols] row-major
+    std::uint64_t rows = 0, cols = 0, block = 0;
+    std::string what;                 // names the scale tensor in messages
+  };
+  Fp8Scales fp8_scales(const std::string& name, const safetensors::TensorInfo& t,
+                       const std::string& what) const;
   const safetensors::File& file(const std::string& name) const;
   std::string root_;
   CheckpointOptions options_;

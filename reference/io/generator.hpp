@@ -48,6 +48,13 @@ float generator_value(std::uint64_t seed, std::string_view name, std::uint64_t i
 void generator_fill(std::uint64_t seed, std::string_view name, std::uint64_t last_dim,
                     std::uint64_t first, std::uint64_t count, double* out);
 
+// Rows first_row .. first_row+count-1 of a matrix [rows, cols] into a column-major destination,
+// element (first_row + i, c) at dst[c * ld + i]: the values of generator_fill, generated in the
+// order the model's matrices store them, so no transpose is needed. Threaded like generator_fill.
+void generator_fill_transposed(std::uint64_t seed, std::string_view name, std::uint64_t cols,
+                               std::uint64_t first_row, std::uint64_t count, double* dst,
+                               std::uint64_t ld);
+
 // A TensorSource that produces every tensor of a given catalogue (name -> shape) lazily: only the
 // rows asked for are generated, so a full-scale model costs what a forward pass touches.
 class GeneratorSource : public TensorSource {
@@ -61,6 +68,9 @@ class GeneratorSource : public TensorSource {
   std::vector<std::uint64_t> shape(const std::string& name) const override;
   TensorData read_rows(const std::string& name, std::uint64_t first,
                        std::uint64_t count) const override;
+  // Straight into the destination, in its column-major order (generator_fill_transposed).
+  void read_rows_transposed(const std::string& name, std::uint64_t first, std::uint64_t count,
+                            double* dst, std::uint64_t ld) const override;
   std::vector<std::string> names() const override;
   std::string describe() const override;
   const SourceCounters& counters() const override { return counters_; }

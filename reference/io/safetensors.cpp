@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <bit>
 #include <cmath>
 #include <cstring>
@@ -356,7 +357,16 @@ void decode_values(DType dtype, const std::uint8_t* p, std::size_t n, double* ou
     case DType::F32: for (std::size_t i = 0; i < n; ++i) out[i] = load_le<float>(p + 4 * i); break;
     case DType::F16: for (std::size_t i = 0; i < n; ++i) out[i] = decode_f16(load_le<std::uint16_t>(p + 2 * i)); break;
     case DType::BF16: for (std::size_t i = 0; i < n; ++i) out[i] = decode_bf16(load_le<std::uint16_t>(p + 2 * i)); break;
-    case DType::F8_E4M3: for (std::size_t i = 0; i < n; ++i) out[i] = decode_e4m3(p[i]); break;
+    case DType::F8_E4M3: {
+      // 256 possible bytes: decode each once, then look the values up.
+      static const std::array<double, 256> table = [] {
+        std::array<double, 256> t{};
+        for (int b = 0; b < 256; ++b) t[b] = decode_e4m3(static_cast<std::uint8_t>(b));
+        return t;
+      }();
+      for (std::size_t i = 0; i < n; ++i) out[i] = table[p[i]];
+      break;
+    }
     case DType::I64: for (std::size_t i = 0; i < n; ++i) out[i] = static_cast<double>(load_le<std::int64_t>(p + 8 * i)); break;
     case DType::I32: for (std::size_t i = 0; i < n; ++i) out[i] = load_le<std::int32_t>(p + 4 * i); break;
     case DType::I16: for (std::size_t i = 0; i < n; ++i) out[i] = load_le<std::int16_t>(p + 2 * i); break;
@@ -367,29 +377,53 @@ void decode_values(DType dtype, const std::uint8_t* p, std::size_t n, double* ou
 
 }  // namespace
 
-std::vector<double> File::read_rows(const std::string& name, std::uint64_t first,
-                                    std::uint64_t count) const {
-  const TensorInfo& t = info(name);
+namespace {
+
+struct RowSpan {
+  std::uint64_t begin, bytes;  // offset in the file, length
+};
+
+RowSpan row_span(const std::string& path, const TensorInfo& t, std::uint64_t data_start,
+                 const std::string& name, std::uint64_t first, std::uint64_t count) {
   const std::uint64_t rows = t.shape.empty() ? 1 : t.shape[0];
   if (first > rows || count > rows - first)
-    fail(path_, fmt::format("tensor '{}' has {} rows; rows {}..{} were asked for", name, rows,
-                            first, first + count - 1));
+    fail(path, fmt::format("tensor '{}' has {} rows; rows {}..{} were asked for", name, rows,
+                           first, first + count - 1));
   const std::uint64_t row_len = rows == 0 ? 0 : t.numel() / rows;
   const std::size_t es = dtype_size(t.dtype);
-  const std::uint64_t begin = data_start_ + t.begin + first * row_len * es;
-  const std::uint64_t bytes = count * row_len * es;
-  std::vector<double> out(count * row_len);
-  decode_values(t.dtype, map_ + begin, out.size(), out.data());
-  bytes_read_ += bytes;
+  return {data_start + t.begin + first * row_len * es, count * row_len * es};
+}
+
+}  // namespace
+
+const std::uint8_t* File::raw_rows(const std::string& name, std::uint64_t first,
+                                   std::uint64_t count) const {
+  return map_ + row_span(path_, info(name), data_start_, name, first, count).begin;
+}
+
+void File::release_rows(const std::string& name, std::uint64_t first, std::uint64_t count) const {
+  const RowSpan span = row_span(path_, info(name), data_start_, name, first, count);
+  bytes_read_ += span.bytes;
   // Hand the pages back: the mapping is read-only and private, so they are simply dropped and
   // would be read from the file again if asked for. A page shared with a neighbouring tensor is
   // dropped too; that costs a re-read, never a wrong value.
-  if (bytes > 0) {
+  if (span.bytes > 0) {
     const std::uint64_t page = static_cast<std::uint64_t>(::sysconf(_SC_PAGE_SIZE));
-    const std::uint64_t lo = begin / page * page;
-    const std::uint64_t hi = std::min<std::uint64_t>((begin + bytes + page - 1) / page * page, map_size_);
+    const std::uint64_t lo = span.begin / page * page;
+    const std::uint64_t hi =
+        std::min<std::uint64_t>((span.begin + span.bytes + page - 1) / page * page, map_size_);
     ::madvise(const_cast<std::uint8_t*>(map_) + lo, hi - lo, MADV_DONTNEED);
   }
+}
+
+std::vector<double> File::read_rows(const std::string& name, std::uint64_t first,
+                                    std::uint64_t count) const {
+  const TensorInfo& t = info(name);
+  const std::uint8_t* p = raw_rows(name, first, count);
+  const std::uint64_t rows = t.shape.empty() ? 1 : t.shape[0];
+  std::vector<double> out(count * (rows == 0 ? 0 : t.numel() / rows));
+  decode_values(t.dtype, p, out.size(), out.data());
+  release_rows(name, first, count);
   return out;
 }
 

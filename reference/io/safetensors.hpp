@@ -100,6 +100,12 @@ class File {
   std::uint64_t bytes_read() const { return bytes_read_; }
   // The raw little-endian bytes of a tensor (for byte-exact comparisons).
   const std::uint8_t* raw(const std::string& name) const;
+  // For a caller that decodes rows itself: the raw bytes of rows first .. first+count-1 (range
+  // checked), and afterwards release_rows, which hands their pages back and counts the bytes
+  // as read_rows does.
+  const std::uint8_t* raw_rows(const std::string& name, std::uint64_t first,
+                               std::uint64_t count) const;
+  void release_rows(const std::string& name, std::uint64_t first, std::uint64_t count) const;
 
  private:
   std::string path_;

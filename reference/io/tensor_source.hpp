@@ -37,6 +37,16 @@ class TensorSource {
   // Throws naming source and tensor, also for a row range outside the tensor.
   virtual TensorData read_rows(const std::string& name, std::uint64_t first,
                                std::uint64_t count) const = 0;
+  // Rows first .. first+count-1 of a 2-D tensor [rows, cols], written transposed into a
+  // column-major destination: element (first + i, c) goes to dst[c * ld + i], ld >= count.
+  // This is how the model's matrices (Armadillo stores them column-major) are filled from the
+  // checkpoint's row-major layout without an intermediate copy of the whole matrix. The default
+  // reads a block of rows at a time (at most kTransposeBlockValues values) and transposes it in
+  // cache-sized tiles; a source that computes any element directly (the generator) writes in
+  // place instead.
+  virtual void read_rows_transposed(const std::string& name, std::uint64_t first,
+                                    std::uint64_t count, double* dst, std::uint64_t ld) const;
+  static constexpr std::uint64_t kTransposeBlockValues = std::uint64_t{1} << 23;  // 64 MB
   // The whole tensor: read_rows(name, 0, shape[0]).
   TensorData read(const std::string& name) const;
   virtual std::vector<std::string> names() const = 0;
