@@ -27,7 +27,10 @@ TEST_CASE("dry run of deepseek-r1 walks 61 layers with the real shapes, in well 
   const auto start = std::chrono::steady_clock::now();
   const auto totals = dsr1::dry_run(c, opt, rec);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  CHECK(seconds < 2.0);
+  // Not a benchmark: it takes milliseconds. The bound only catches a dry run that touches weights
+  // (generating R1's 44 G active values takes a minute even at full speed), with room for a
+  // sanitized build on a loaded machine, where a 2-second bound once failed.
+  CHECK(seconds < 30.0);
   CHECK(totals.stages == rec.entries().size());
 
   CHECK(rec.get("embed.h").shape == S({5, 7168}));
