@@ -4,7 +4,9 @@
 // per forward call, in ascending index, and only when chosen; the embedding and the LM head are
 // read by rows; the counters say what was read, dequantised and generated.
 #include <doctest/doctest.h>
+#include <fmt/format.h>
 
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <map>
@@ -311,4 +313,29 @@ TEST_CASE("a transposing read writes the rows' values in column-major order, bit
     }
     fs::remove_all(dir);
   }
+}
+
+TEST_CASE("a checkpoint's transposing read split over the cores gives the rows' values, and names a NaN") {
+  // [1500, 3000] = 4.5 M values: more than one thread's share (2^21 values).
+  const std::uint64_t rows = 1500, cols = 3000;
+  std::vector<double> values(rows * cols);
+  generator_fill(4, "w", cols, 0, rows * cols, values.data());
+  const fs::path file = fs::path(DSR1_BINARY_DIR) / "test_weight_store_split.safetensors";
+  for (const safetensors::DType dtype : {safetensors::DType::F32, safetensors::DType::BF16}) {
+    CAPTURE(safetensors::to_string(dtype));
+    safetensors::write(file.string(), {{"w", {rows, cols}, values, dtype}});
+    const Checkpoint ck(file.string());
+    CHECK(transposed_read(ck, "w", 0, rows, rows) == transposed_by_hand(ck, "w", 0, rows, rows));
+    CHECK(transposed_read(ck, "w", 7, 1200, 1203) == transposed_by_hand(ck, "w", 7, 1200, 1203));
+  }
+  // A NaN in the last thread's columns: the error names the tensor and the element.
+  values[5 * cols + 2999] = std::nan("");
+  safetensors::write(file.string(), {{"w", {rows, cols}, values, safetensors::DType::F32}});
+  const Checkpoint ck(file.string());
+  std::vector<double> out(rows * cols);
+  const std::string want =
+      fmt::format("'w' (file '{}'): element {} is nan", file.string(), 5 * cols + 2999);
+  CHECK_THROWS_WITH_AS(ck.read_rows_transposed("w", 0, rows, out.data(), rows),
+                       doctest::Contains(want.c_str()), std::runtime_error);
+  fs::remove(file);
 }

@@ -2,15 +2,18 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstring>
+#include <exception>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
 #include <stdexcept>
+#include <thread>
 
 namespace dsr1 {
 
@@ -267,21 +270,50 @@ namespace {
 // dst[c * ld + i] = decode(row first + i, column c) * scale(first + i, c) for i < count, c <
 // cols, one 32 x 32 tile at a time (reads and writes of a tile stay in cache). `decode` turns
 // element k of the rows into a double; `scale` gives the factor of a (row, column); both exact.
-// Throws `bad(element index, value)` for a value that is not finite.
+// Throws `bad(element index, value)` for a value that is not finite. Large requests are split
+// by columns over the machine's cores; each value is computed alone, so the split changes nothing.
 template <class Decode, class Scale, class Bad>
 void decode_transposed(std::uint64_t first, std::uint64_t count, std::uint64_t cols, Decode decode,
                        Scale scale, Bad bad, double* dst, std::uint64_t ld) {
   constexpr std::uint64_t tile = 32;
-  for (std::uint64_t i0 = 0; i0 < count; i0 += tile)
-    for (std::uint64_t c0 = 0; c0 < cols; c0 += tile) {
-      const std::uint64_t i1 = std::min(count, i0 + tile), c1 = std::min(cols, c0 + tile);
-      for (std::uint64_t c = c0; c < c1; ++c)
-        for (std::uint64_t i = i0; i < i1; ++i) {
-          const double v = decode(i * cols + c) * scale(first + i, c);
-          if (!std::isfinite(v)) bad((first + i) * cols + c, v);
-          dst[c * ld + i] = v;
-        }
-    }
+  auto columns = [&](std::uint64_t col0, std::uint64_t col1) {
+    for (std::uint64_t i0 = 0; i0 < count; i0 += tile)
+      for (std::uint64_t c0 = col0; c0 < col1; c0 += tile) {
+        const std::uint64_t i1 = std::min(count, i0 + tile), c1 = std::min(col1, c0 + tile);
+        for (std::uint64_t c = c0; c < c1; ++c)
+          for (std::uint64_t i = i0; i < i1; ++i) {
+            const double v = decode(i * cols + c) * scale(first + i, c);
+            if (!std::isfinite(v)) bad((first + i) * cols + c, v);
+            dst[c * ld + i] = v;
+          }
+      }
+  };
+  // Below a few million values a thread costs more than it saves.
+  constexpr std::uint64_t kPerThread = std::uint64_t{1} << 21;
+  const std::uint64_t hw = std::max(1u, std::thread::hardware_concurrency());
+  const std::uint64_t n_threads = std::min({hw, cols / tile, count * cols / kPerThread});
+  if (n_threads <= 1) {
+    columns(0, cols);
+    return;
+  }
+  // Whole tiles per thread; an error in any part is rethrown here, the lowest part's first.
+  const std::uint64_t chunk = (cols / tile + n_threads - 1) / n_threads * tile;
+  std::vector<std::exception_ptr> errors(n_threads);
+  std::vector<std::thread> threads;
+  for (std::uint64_t k = 0; k < n_threads; ++k) {
+    const std::uint64_t lo = k * chunk, hi = std::min(cols, lo + chunk);
+    if (lo >= hi) break;
+    threads.emplace_back([&, k, lo, hi] {
+      try {
+        columns(lo, hi);
+      } catch (...) {
+        errors[k] = std::current_exception();
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (const auto& e : errors)
+    if (e) std::rethrow_exception(e);
 }
 
 }  // namespace
