@@ -260,7 +260,8 @@ TEST_CASE("a transposing read writes the rows' values in column-major order, bit
       CAPTURE(name);
       const auto shape = gen.shape(name);
       const std::uint64_t rows = shape[0], cols = shape[1];
-      for (const auto& [first, count] : row_ranges(rows)) {
+      for (const auto& range : row_ranges(rows)) {
+        const std::uint64_t first = range.first, count = range.second;  // (CAPTURE needs variables)
         CAPTURE(first);
         const std::uint64_t ld = count + 3;
         const std::vector<double> got = transposed_read(gen, name, first, count, ld);
@@ -302,7 +303,8 @@ TEST_CASE("a transposing read writes the rows' values in column-major order, bit
       const Checkpoint ck(dir.string(), opt);
       for (const std::string& name : names) {
         CAPTURE(name);
-        for (const auto& [first, count] : row_ranges(ck.shape(name)[0])) {
+        for (const auto& range : row_ranges(ck.shape(name)[0])) {
+          const std::uint64_t first = range.first, count = range.second;
           CAPTURE(first);
           const std::uint64_t before = ck.counters().values_dequantised;
           const std::vector<double> got = transposed_read(ck, name, first, count, count + 3);
