@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <bit>
+#include <cmath>
 #include <stdexcept>
 #include <type_traits>
 
@@ -19,15 +20,29 @@ namespace {
 [[gnu::always_inline]] inline float widen(std::uint16_t w) {
   return std::bit_cast<float>(static_cast<std::uint32_t>(w) << 16);
 }
+// An e4m3 code q = [sign | 4 exponent bits e | 3 mantissa bits m] as float32, exactly, in a few
+// integer operations that vectorise (a 256-entry table would need a gather per weight): move
+// the sign to bit 31 and e, m to the top of float32's exponent and mantissa fields. The float32
+// so formed has exponent field e (bias 127 instead of e4m3's 7) and mantissa m/8, so it is
+// 2^(e-127) (1 + m/8) for e > 0 and, for e = 0 (e4m3's subnormals), the float32 subnormal
+// m 2^-129. Both are the e4m3 value times 2^-120, so one multiplication by 2^120 (a power of
+// two: exact) gives the value: 2^(e-7) (1 + m/8), or m 2^-9.
+[[gnu::always_inline]] inline float widen(std::uint8_t q) {
+  const std::uint32_t bits = (static_cast<std::uint32_t>(q & 0x80u) << 24) |
+                             (static_cast<std::uint32_t>(q & 0x7Fu) << 20);
+  return std::bit_cast<float>(bits) * 0x1p120f;
+}
 
 // acc[j][i] = sum_k A(i, k) B(k, j) for a ROWS x N_COLS tile, then C = acc or C += acc.
-// AT: how A is stored (float, or std::uint16_t holding bfloat16).
+// AT: how A is stored (float, std::uint16_t holding bfloat16, or std::uint8_t holding e4m3
+// codes: then acc[j][i] is multiplied by the row's scale s[i] before it goes to C).
 template <int ROWS, int N_COLS, class AT>
 [[gnu::always_inline]] inline void micro_kernel(std::int64_t kc, const AT* __restrict a,
                                                 std::int64_t lda, const float* __restrict b,
                                                 std::int64_t bk, std::int64_t bj,
                                                 float* __restrict c, std::int64_t ldc,
-                                                std::int64_t m_valid, bool accumulate) {
+                                                std::int64_t m_valid, bool accumulate,
+                                                const float* __restrict s) {
   float acc[N_COLS][ROWS];
   for (int j = 0; j < N_COLS; ++j)
     for (int i = 0; i < ROWS; ++i) acc[j][i] = 0.0f;
@@ -49,6 +64,12 @@ template <int ROWS, int N_COLS, class AT>
         for (int i = 0; i < ROWS; ++i) acc[j][i] += a_k[i] * bv;
       }
     }
+  }
+  if constexpr (std::is_same_v<AT, std::uint8_t>) {  // the block sum times its scale
+    for (int j = 0; j < N_COLS; ++j)
+      for (int i = 0; i < ROWS; ++i) acc[j][i] *= s[i];
+  } else {
+    (void)s;
   }
   if (m_valid == ROWS) {
     for (int j = 0; j < N_COLS; ++j) {
@@ -104,11 +125,13 @@ template <int N_COLS>
   }
 }
 
-// The body of both gemm_panels (float and bfloat16 A); see gemm.hpp.
+// The body of every gemm_panels (float, bfloat16 and e4m3 A); see gemm.hpp. scale: null, or
+// (FP8) row r's scale at scale[(r / MR) * scale_panel + r % MR].
 template <class AT>
 [[gnu::always_inline]] inline void gemm_panels_body(std::int64_t m, std::int64_t n, std::int64_t kc,
                                                     const AT* a, std::int64_t a_panel,
-                                                    std::int64_t lda, const float* b,
+                                                    std::int64_t lda, const float* scale,
+                                                    std::int64_t scale_panel, const float* b,
                                                     std::int64_t b_panel, std::int64_t bk,
                                                     std::int64_t bj, float* c, std::int64_t ldc,
                                                     bool accumulate) {
@@ -117,17 +140,18 @@ template <class AT>
     const std::int64_t n_cols = std::min<std::int64_t>(NR, n - j0);
     for (std::int64_t p = 0; p * MR < m; ++p) {
       const AT* ap = a + p * a_panel;
+      const float* sp = scale ? scale + p * scale_panel : nullptr;
       float* cp = c + p * MR + j0 * ldc;
       const std::int64_t m_valid = std::min<std::int64_t>(MR, m - p * MR);
       switch (n_cols) {
-        case 8: micro_kernel<MR, 8, AT>(kc, ap, lda, bp, bk, bj, cp, ldc, m_valid, accumulate); break;
-        case 7: micro_kernel<MR, 7, AT>(kc, ap, lda, bp, bk, bj, cp, ldc, m_valid, accumulate); break;
-        case 6: micro_kernel<MR, 6, AT>(kc, ap, lda, bp, bk, bj, cp, ldc, m_valid, accumulate); break;
-        case 5: micro_kernel<MR, 5, AT>(kc, ap, lda, bp, bk, bj, cp, ldc, m_valid, accumulate); break;
-        case 4: micro_kernel<MR, 4, AT>(kc, ap, lda, bp, bk, bj, cp, ldc, m_valid, accumulate); break;
-        case 3: micro_kernel<MR, 3, AT>(kc, ap, lda, bp, bk, bj, cp, ldc, m_valid, accumulate); break;
-        case 2: micro_kernel<MR, 2, AT>(kc, ap, lda, bp, bk, bj, cp, ldc, m_valid, accumulate); break;
-        default: micro_kernel<MR, 1, AT>(kc, ap, lda, bp, bk, bj, cp, ldc, m_valid, accumulate); break;
+        case 8: micro_kernel<MR, 8, AT>(kc, ap, lda, bp, bk, bj, cp, ldc, m_valid, accumulate, sp); break;
+        case 7: micro_kernel<MR, 7, AT>(kc, ap, lda, bp, bk, bj, cp, ldc, m_valid, accumulate, sp); break;
+        case 6: micro_kernel<MR, 6, AT>(kc, ap, lda, bp, bk, bj, cp, ldc, m_valid, accumulate, sp); break;
+        case 5: micro_kernel<MR, 5, AT>(kc, ap, lda, bp, bk, bj, cp, ldc, m_valid, accumulate, sp); break;
+        case 4: micro_kernel<MR, 4, AT>(kc, ap, lda, bp, bk, bj, cp, ldc, m_valid, accumulate, sp); break;
+        case 3: micro_kernel<MR, 3, AT>(kc, ap, lda, bp, bk, bj, cp, ldc, m_valid, accumulate, sp); break;
+        case 2: micro_kernel<MR, 2, AT>(kc, ap, lda, bp, bk, bj, cp, ldc, m_valid, accumulate, sp); break;
+        default: micro_kernel<MR, 1, AT>(kc, ap, lda, bp, bk, bj, cp, ldc, m_valid, accumulate, sp); break;
       }
     }
   }
@@ -139,15 +163,26 @@ DSR1_FAST_CLONES
 void gemm_panels(std::int64_t m, std::int64_t n, std::int64_t kc, const float* a,
                  std::int64_t a_panel, std::int64_t lda, const float* b, std::int64_t b_panel,
                  std::int64_t bk, std::int64_t bj, float* c, std::int64_t ldc, bool accumulate) {
-  gemm_panels_body(m, n, kc, a, a_panel, lda, b, b_panel, bk, bj, c, ldc, accumulate);
+  gemm_panels_body(m, n, kc, a, a_panel, lda, nullptr, 0, b, b_panel, bk, bj, c, ldc, accumulate);
 }
 
 DSR1_FAST_CLONES
 void gemm_panels(std::int64_t m, std::int64_t n, std::int64_t kc, const std::uint16_t* a,
                  std::int64_t a_panel, std::int64_t lda, const float* b, std::int64_t b_panel,
                  std::int64_t bk, std::int64_t bj, float* c, std::int64_t ldc, bool accumulate) {
-  gemm_panels_body(m, n, kc, a, a_panel, lda, b, b_panel, bk, bj, c, ldc, accumulate);
+  gemm_panels_body(m, n, kc, a, a_panel, lda, nullptr, 0, b, b_panel, bk, bj, c, ldc, accumulate);
 }
+
+DSR1_FAST_CLONES
+void gemm_panels(std::int64_t m, std::int64_t n, std::int64_t kc, const std::uint8_t* a,
+                 std::int64_t a_panel, std::int64_t lda, const float* scale,
+                 std::int64_t scale_panel, const float* b, std::int64_t b_panel, std::int64_t bk,
+                 std::int64_t bj, float* c, std::int64_t ldc, bool accumulate) {
+  gemm_panels_body(m, n, kc, a, a_panel, lda, scale, scale_panel, b, b_panel, bk, bj, c, ldc,
+                   accumulate);
+}
+
+float e4m3_to_float(std::uint8_t q) { return widen(q); }
 
 DSR1_FAST_CLONES
 void gemm_rows16(std::int64_t m, std::int64_t n, std::int64_t kc, const float* a, std::int64_t lda,
@@ -173,32 +208,123 @@ void gemm_rows16(std::int64_t m, std::int64_t n, std::int64_t kc, const float* a
   if (n - j0 >= 1) micro_kernel16<1>(kc, a, lda, b + j0 * bj, bk, bj, c + j0 * ldc, ldc, m, accumulate);
 }
 
-const char* to_string(WeightType t) { return t == WeightType::BF16 ? "bf16" : "f32"; }
+const char* to_string(WeightType t) {
+  switch (t) {
+    case WeightType::BF16: return "bf16";
+    case WeightType::FP8: return "fp8";
+    default: return "f32";
+  }
+}
 
 WeightType weight_type_from_string(const std::string& s) {
   if (s == "f32") return WeightType::F32;
   if (s == "bf16") return WeightType::BF16;
-  throw std::invalid_argument(fmt::format("weight type '{}': expected f32 or bf16", s));
+  if (s == "fp8") return WeightType::FP8;
+  throw std::invalid_argument(fmt::format("weight type '{}': expected f32, bf16 or fp8", s));
+}
+
+PackedMatrix make_packed(std::int64_t M, std::int64_t K, WeightType type, std::int64_t B) {
+  if (M < 0 || K < 0 || (type == WeightType::FP8 && B < 1))
+    throw std::invalid_argument(fmt::format(
+        "fast::make_packed: [{} x {}] {} with scale block {}: sizes must be >= 0 and an FP8 "
+        "matrix needs a block >= 1", M, K, to_string(type), B));
+  PackedMatrix P;
+  P.rows = M;
+  P.cols = K;
+  P.type = type;
+  const std::size_t n = static_cast<std::size_t>(P.n_panels() * K * MR);
+  switch (type) {
+    case WeightType::F32: P.panels.assign(n, 0.0f); break;
+    case WeightType::BF16: P.panels_bf16.assign(n, 0); break;
+    case WeightType::FP8:
+      P.block = B;
+      P.panels_fp8.assign(n, 0);
+      P.scales.assign(static_cast<std::size_t>(P.n_panels() * P.n_kblocks() * MR), 0.0f);
+      break;
+  }
+  return P;
+}
+
+namespace {
+
+void check_rows(const PackedMatrix& P, std::int64_t r0, std::int64_t n, const char* fn) {
+  if (r0 < 0 || n < 0 || r0 + n > P.rows)
+    throw std::invalid_argument(fmt::format("fast::{}: rows {}..{} of a matrix with {} rows", fn,
+                                            r0, r0 + n - 1, P.rows));
+}
+
+// Where W(i, k) lives in the panels: (i / MR) * K * MR + k * MR + i % MR.
+std::size_t at(const PackedMatrix& P, std::int64_t i, std::int64_t k) {
+  return static_cast<std::size_t>((i / MR) * P.cols * MR + k * MR + i % MR);
+}
+
+}  // namespace
+
+void pack_rows(PackedMatrix& P, std::int64_t r0, std::int64_t n, const double* values) {
+  check_rows(P, r0, n, "pack_rows");
+  if (P.type == WeightType::FP8)
+    throw std::invalid_argument("fast::pack_rows: an FP8 matrix takes codes and scales (pack_rows_fp8)");
+  for (std::int64_t i = 0; i < n; ++i)
+    for (std::int64_t k = 0; k < P.cols; ++k) {
+      const float v = static_cast<float>(values[i * P.cols + k]);
+      if (P.type == WeightType::BF16) P.panels_bf16[at(P, r0 + i, k)] = safetensors::encode_bf16(v);
+      else P.panels[at(P, r0 + i, k)] = v;
+    }
+}
+
+void pack_rows_bf16(PackedMatrix& P, std::int64_t r0, std::int64_t n, const std::uint16_t* bits) {
+  check_rows(P, r0, n, "pack_rows_bf16");
+  if (P.type == WeightType::FP8)
+    throw std::invalid_argument("fast::pack_rows_bf16: an FP8 matrix takes codes and scales (pack_rows_fp8)");
+  for (std::int64_t i = 0; i < n; ++i)
+    for (std::int64_t k = 0; k < P.cols; ++k) {
+      const std::uint16_t b = bits[i * P.cols + k];
+      if (P.type == WeightType::BF16) P.panels_bf16[at(P, r0 + i, k)] = b;
+      else P.panels[at(P, r0 + i, k)] = widen(b);
+    }
+}
+
+void pack_rows_fp8(PackedMatrix& P, std::int64_t r0, std::int64_t n, const std::uint8_t* codes,
+                   const float* row_scales, const std::string& what) {
+  check_rows(P, r0, n, "pack_rows_fp8");
+  if (P.type != WeightType::FP8)
+    throw std::invalid_argument(fmt::format("fast::pack_rows_fp8: {}: the matrix is {}, not fp8",
+                                            what, to_string(P.type)));
+  const std::int64_t K = P.cols, n_kb = P.n_kblocks();
+  for (std::int64_t i = 0; i < n; ++i) {
+    const std::int64_t r = r0 + i;
+    for (std::int64_t k = 0; k < K; ++k) {
+      const std::uint8_t q = codes[i * K + k];
+      if ((q & 0x7F) == 0x7F)
+        throw std::invalid_argument(fmt::format(
+            "{}: element ({}, {}) is the e4m3 NaN code 0x{:02X}, expected a finite value", what, i, k, q));
+      P.panels_fp8[at(P, r, k)] = q;
+    }
+    for (std::int64_t b = 0; b < n_kb; ++b) {
+      const float s = row_scales[i * n_kb + b];
+      if (!std::isfinite(s) || s < 0)
+        throw std::invalid_argument(fmt::format(
+            "{}: the scale of row {}, column block {} is {}, expected a finite scale >= 0", what,
+            i, b, s));
+      P.scales[static_cast<std::size_t>((r / MR) * n_kb * MR + b * MR + r % MR)] = s;
+    }
+  }
 }
 
 namespace {
 // Packs W into MR-row panels (W(i, k) at (i / MR) * K * MR + k * MR + i % MR), padding rows zero.
 template <class Mat>
 PackedMatrix pack_any(const Mat& W, WeightType type) {
-  PackedMatrix P;
-  P.rows = static_cast<std::int64_t>(W.n_rows);
-  P.cols = static_cast<std::int64_t>(W.n_cols);
-  P.type = type;
-  const std::size_t n = static_cast<std::size_t>(P.n_panels() * P.cols * MR);
-  if (type == WeightType::BF16) P.panels_bf16.assign(n, 0);
-  else P.panels.assign(n, 0.0f);
+  if (type == WeightType::FP8)
+    throw std::invalid_argument(
+        "fast::pack_matrix: FP8 weights are packed from their codes and scales (pack_rows_fp8)");
+  PackedMatrix P = make_packed(static_cast<std::int64_t>(W.n_rows), static_cast<std::int64_t>(W.n_cols), type);
   const auto* w = W.memptr();
   for (std::int64_t k = 0; k < P.cols; ++k)
     for (std::int64_t i = 0; i < P.rows; ++i) {
-      const auto at = static_cast<std::size_t>((i / MR) * P.cols * MR + k * MR + i % MR);
       const float v = static_cast<float>(w[i + k * P.rows]);
-      if (type == WeightType::BF16) P.panels_bf16[at] = safetensors::encode_bf16(v);
-      else P.panels[at] = v;
+      if (type == WeightType::BF16) P.panels_bf16[at(P, i, k)] = safetensors::encode_bf16(v);
+      else P.panels[at(P, i, k)] = v;
     }
   return P;
 }
@@ -256,6 +382,15 @@ void gemm(const PackedMatrix& W, const float* X, std::int64_t ldx, std::int64_t 
     const std::int64_t r0 = (task % row_blocks) * mc, c0 = (task / row_blocks) * nc;
     const std::int64_t m = std::min(mc, M - r0), n = std::min(nc, N - c0);
     const float* xc = xb + (c0 / NR) * b_panel;  // c0 is 0 or a multiple of NR
+    if (W.type == WeightType::FP8) {
+      // One slice per scale block: its sum times each row's scale, added to Y block after block.
+      const std::int64_t B = W.block, scale_panel = W.n_kblocks() * MR;
+      for (std::int64_t k0 = 0; k0 < K; k0 += B)
+        gemm_panels(m, n, std::min(B, K - k0), W.panel_fp8(r0 / MR) + k0 * MR, K * MR, MR,
+                    W.panel_scales(r0 / MR) + (k0 / B) * MR, scale_panel, xc + k0 * bk, b_panel,
+                    bk, bj, Y + r0 + c0 * ldy, ldy, accumulate || k0 > 0);
+      return;
+    }
     for (std::int64_t k0 = 0; k0 < K; k0 += kc) {
       const std::int64_t kk = std::min(kc, K - k0);
       if (W.type == WeightType::BF16)

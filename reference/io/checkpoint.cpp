@@ -251,4 +251,13 @@ TensorData Checkpoint::read_rows(const std::string& name, std::uint64_t first,
   return out;
 }
 
+std::vector<std::uint8_t> Checkpoint::read_stored_rows(const std::string& name, std::uint64_t first,
+                                                       std::uint64_t count) const {
+  const st::File& f = file(name);
+  check_row_range(describe(), name, f.info(name).shape, first, count);
+  std::vector<std::uint8_t> bytes = f.read_raw_rows(name, first, count);
+  counters_.bytes_read += bytes.size();
+  return bytes;
+}
+
 }  // namespace dsr1

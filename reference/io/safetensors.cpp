@@ -367,29 +367,52 @@ void decode_values(DType dtype, const std::uint8_t* p, std::size_t n, double* ou
 
 }  // namespace
 
+namespace {
+// The byte range [begin, begin + bytes) of rows first .. first+count-1 of t within the mapping.
+struct RowBytes {
+  std::uint64_t begin, bytes, values;
+};
+RowBytes row_bytes(const std::string& path, const TensorInfo& t, const std::string& name,
+                   std::uint64_t data_start, std::uint64_t first, std::uint64_t count) {
+  const std::uint64_t rows = t.shape.empty() ? 1 : t.shape[0];
+  if (first > rows || count > rows - first)
+    fail(path, fmt::format("tensor '{}' has {} rows; rows {}..{} were asked for", name, rows,
+                           first, first + count - 1));
+  const std::uint64_t row_len = rows == 0 ? 0 : t.numel() / rows;
+  const std::size_t es = dtype_size(t.dtype);
+  return {data_start + t.begin + first * row_len * es, count * row_len * es, count * row_len};
+}
+}  // namespace
+
+// Hand the pages back: the mapping is read-only and private, so they are simply dropped and
+// would be read from the file again if asked for. A page shared with a neighbouring tensor is
+// dropped too; that costs a re-read, never a wrong value.
+void File::release(std::uint64_t begin, std::uint64_t bytes) const {
+  if (bytes == 0) return;
+  const std::uint64_t page = static_cast<std::uint64_t>(::sysconf(_SC_PAGE_SIZE));
+  const std::uint64_t lo = begin / page * page;
+  const std::uint64_t hi = std::min<std::uint64_t>((begin + bytes + page - 1) / page * page, map_size_);
+  ::madvise(const_cast<std::uint8_t*>(map_) + lo, hi - lo, MADV_DONTNEED);
+}
+
 std::vector<double> File::read_rows(const std::string& name, std::uint64_t first,
                                     std::uint64_t count) const {
   const TensorInfo& t = info(name);
-  const std::uint64_t rows = t.shape.empty() ? 1 : t.shape[0];
-  if (first > rows || count > rows - first)
-    fail(path_, fmt::format("tensor '{}' has {} rows; rows {}..{} were asked for", name, rows,
-                            first, first + count - 1));
-  const std::uint64_t row_len = rows == 0 ? 0 : t.numel() / rows;
-  const std::size_t es = dtype_size(t.dtype);
-  const std::uint64_t begin = data_start_ + t.begin + first * row_len * es;
-  const std::uint64_t bytes = count * row_len * es;
-  std::vector<double> out(count * row_len);
-  decode_values(t.dtype, map_ + begin, out.size(), out.data());
-  bytes_read_ += bytes;
-  // Hand the pages back: the mapping is read-only and private, so they are simply dropped and
-  // would be read from the file again if asked for. A page shared with a neighbouring tensor is
-  // dropped too; that costs a re-read, never a wrong value.
-  if (bytes > 0) {
-    const std::uint64_t page = static_cast<std::uint64_t>(::sysconf(_SC_PAGE_SIZE));
-    const std::uint64_t lo = begin / page * page;
-    const std::uint64_t hi = std::min<std::uint64_t>((begin + bytes + page - 1) / page * page, map_size_);
-    ::madvise(const_cast<std::uint8_t*>(map_) + lo, hi - lo, MADV_DONTNEED);
-  }
+  const RowBytes r = row_bytes(path_, t, name, data_start_, first, count);
+  std::vector<double> out(r.values);
+  decode_values(t.dtype, map_ + r.begin, out.size(), out.data());
+  bytes_read_ += r.bytes;
+  release(r.begin, r.bytes);
+  return out;
+}
+
+std::vector<std::uint8_t> File::read_raw_rows(const std::string& name, std::uint64_t first,
+                                              std::uint64_t count) const {
+  const TensorInfo& t = info(name);
+  const RowBytes r = row_bytes(path_, t, name, data_start_, first, count);
+  std::vector<std::uint8_t> out(map_ + r.begin, map_ + r.begin + r.bytes);
+  bytes_read_ += r.bytes;
+  release(r.begin, r.bytes);
   return out;
 }
 

@@ -100,12 +100,18 @@ class File {
   std::uint64_t bytes_read() const { return bytes_read_; }
   // The raw little-endian bytes of a tensor (for byte-exact comparisons).
   const std::uint8_t* raw(const std::string& name) const;
+  // Rows first .. first+count-1 as stored (little-endian bytes, row-major), copied out; the file
+  // pages are handed back afterwards as read_rows does. For the fast path, which keeps FP8 and
+  // BF16 weights in their stored form instead of widening them to double.
+  std::vector<std::uint8_t> read_raw_rows(const std::string& name, std::uint64_t first,
+                                          std::uint64_t count) const;
 
  private:
   std::string path_;
   std::vector<TensorInfo> tensors_;
   std::map<std::string, std::size_t> index_;
   std::map<std::string, std::string> metadata_;
+  void release(std::uint64_t begin, std::uint64_t bytes) const;  // madvise the pages away
   const std::uint8_t* map_ = nullptr;
   std::size_t map_size_ = 0;
   std::uint64_t data_start_ = 0;
