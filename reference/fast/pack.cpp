@@ -218,15 +218,24 @@ FfnWeightsF pack_ffn(Packer& pk, const std::string& p, u64 d, u64 width) {
   return F;
 }
 
-// W_UK_h^T [r_kv, d_nope] from rows i0 .. i0+d_nope-1 of kv_b_proj (R holds all its rows).
+// W_UK_h^T [r_kv, d_nope] from rows i0 .. i0+d_nope-1 of kv_b_proj (R holds all its rows), in
+// R's form, or (form F32 from FP8 rows, when the blocks do not align) as q * s rounded to float32.
 PackedMatrix pack_uk_transposed(const Packer& pk, const Rows& R, std::int64_t i0, std::int64_t d_nope,
-                                const std::string& what) {
+                                WeightType form, const std::string& what) {
   const std::int64_t r_kv = R.cols, B = static_cast<std::int64_t>(pk.block());
   Rows T;  // [r_kv, d_nope]
-  T.form = R.form;
+  T.form = form;
   T.count = r_kv;
   T.cols = d_nope;
-  if (R.form == WeightType::FP8) {
+  if (R.form == WeightType::FP8 && form == WeightType::F32) {
+    // The codes' exact values q * s (in double, as the reference dequantises them), so that a
+    // checkpoint and the generator's quantisation give the same float32 weights.
+    T.values.resize(r_kv * d_nope);
+    for (std::int64_t r = 0; r < r_kv; ++r)
+      for (std::int64_t k = 0; k < d_nope; ++k)
+        T.values[r * d_nope + k] = st::decode_e4m3(R.codes[(i0 + k) * r_kv + r]) *
+                                   R.scales[(i0 + k) * R.n_kb + r / B];
+  } else if (R.form == WeightType::FP8) {
     // Row r of W_UK_h^T is column r of the slice; its b-th block of B inner entries are the
     // slice's rows b*B .. (one checkpoint row block, as i0 % B == 0), scaled by that block's
     // scale in column block r / B.
@@ -296,11 +305,10 @@ MlaWeightsF pack_mla(Packer& pk, const Config& c, const std::string& p) {
   const WeightType uk_form =
       kv_form == WeightType::FP8 && (d_nope + d_v) % B != 0 ? WeightType::F32 : kv_form;
   const Rows KV = pk.read(kv_b, kv_rows, r_kv, 0, kv_rows, kv_form);
-  const Rows KV_uk = uk_form == kv_form ? Rows{} : pk.read(kv_b, kv_rows, r_kv, 0, kv_rows, uk_form);
   for (u64 h = 0; h < n_h; ++h) {
     const auto head = static_cast<std::int64_t>(h * (d_nope + d_v));
-    F.W_UK_T.push_back(pack_uk_transposed(pk, uk_form == kv_form ? KV : KV_uk, head,
-                                          static_cast<std::int64_t>(d_nope), pk.what(kv_b)));
+    F.W_UK_T.push_back(pack_uk_transposed(pk, KV, head, static_cast<std::int64_t>(d_nope), uk_form,
+                                          pk.what(kv_b)));
     PackedMatrix UV = make_packed(static_cast<std::int64_t>(d_v), static_cast<std::int64_t>(r_kv), kv_form,
                                   static_cast<std::int64_t>(B));
     Packer::put(UV, 0, KV, head + static_cast<std::int64_t>(d_nope), static_cast<std::int64_t>(d_v), pk.what(kv_b));
