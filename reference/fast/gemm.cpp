@@ -6,6 +6,10 @@
 #include <algorithm>
 #include <bit>
 #include <cmath>
+#include <cstring>
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#include <immintrin.h>
+#endif
 #include <stdexcept>
 #include <type_traits>
 
@@ -20,29 +24,15 @@ namespace {
 [[gnu::always_inline]] inline float widen(std::uint16_t w) {
   return std::bit_cast<float>(static_cast<std::uint32_t>(w) << 16);
 }
-// An e4m3 code q = [sign | 4 exponent bits e | 3 mantissa bits m] as float32, exactly, in a few
-// integer operations that vectorise (a 256-entry table would need a gather per weight): move
-// the sign to bit 31 and e, m to the top of float32's exponent and mantissa fields. The float32
-// so formed has exponent field e (bias 127 instead of e4m3's 7) and mantissa m/8, so it is
-// 2^(e-127) (1 + m/8) for e > 0 and, for e = 0 (e4m3's subnormals), the float32 subnormal
-// m 2^-129. Both are the e4m3 value times 2^-120, so one multiplication by 2^120 (a power of
-// two: exact) gives the value: 2^(e-7) (1 + m/8), or m 2^-9.
-[[gnu::always_inline]] inline float widen(std::uint8_t q) {
-  const std::uint32_t bits = (static_cast<std::uint32_t>(q & 0x80u) << 24) |
-                             (static_cast<std::uint32_t>(q & 0x7Fu) << 20);
-  return std::bit_cast<float>(bits) * 0x1p120f;
-}
 
 // acc[j][i] = sum_k A(i, k) B(k, j) for a ROWS x N_COLS tile, then C = acc or C += acc.
-// AT: how A is stored (float, std::uint16_t holding bfloat16, or std::uint8_t holding e4m3
-// codes: then acc[j][i] is multiplied by the row's scale s[i] before it goes to C).
+// AT: how A is stored (float, or std::uint16_t holding bfloat16).
 template <int ROWS, int N_COLS, class AT>
 [[gnu::always_inline]] inline void micro_kernel(std::int64_t kc, const AT* __restrict a,
                                                 std::int64_t lda, const float* __restrict b,
                                                 std::int64_t bk, std::int64_t bj,
                                                 float* __restrict c, std::int64_t ldc,
-                                                std::int64_t m_valid, bool accumulate,
-                                                const float* __restrict s) {
+                                                std::int64_t m_valid, bool accumulate) {
   float acc[N_COLS][ROWS];
   for (int j = 0; j < N_COLS; ++j)
     for (int i = 0; i < ROWS; ++i) acc[j][i] = 0.0f;
@@ -64,12 +54,6 @@ template <int ROWS, int N_COLS, class AT>
         for (int i = 0; i < ROWS; ++i) acc[j][i] += a_k[i] * bv;
       }
     }
-  }
-  if constexpr (std::is_same_v<AT, std::uint8_t>) {  // the block sum times its scale
-    for (int j = 0; j < N_COLS; ++j)
-      for (int i = 0; i < ROWS; ++i) acc[j][i] *= s[i];
-  } else {
-    (void)s;
   }
   if (m_valid == ROWS) {
     for (int j = 0; j < N_COLS; ++j) {
@@ -125,13 +109,11 @@ template <int N_COLS>
   }
 }
 
-// The body of every gemm_panels (float, bfloat16 and e4m3 A); see gemm.hpp. scale: null, or
-// (FP8) row r's scale at scale[(r / MR) * scale_panel + r % MR].
+// The body of both gemm_panels (float and bfloat16 A); see gemm.hpp.
 template <class AT>
 [[gnu::always_inline]] inline void gemm_panels_body(std::int64_t m, std::int64_t n, std::int64_t kc,
                                                     const AT* a, std::int64_t a_panel,
-                                                    std::int64_t lda, const float* scale,
-                                                    std::int64_t scale_panel, const float* b,
+                                                    std::int64_t lda, const float* b,
                                                     std::int64_t b_panel, std::int64_t bk,
                                                     std::int64_t bj, float* c, std::int64_t ldc,
                                                     bool accumulate) {
@@ -140,18 +122,17 @@ template <class AT>
     const std::int64_t n_cols = std::min<std::int64_t>(NR, n - j0);
     for (std::int64_t p = 0; p * MR < m; ++p) {
       const AT* ap = a + p * a_panel;
-      const float* sp = scale ? scale + p * scale_panel : nullptr;
       float* cp = c + p * MR + j0 * ldc;
       const std::int64_t m_valid = std::min<std::int64_t>(MR, m - p * MR);
       switch (n_cols) {
-        case 8: micro_kernel<MR, 8, AT>(kc, ap, lda, bp, bk, bj, cp, ldc, m_valid, accumulate, sp); break;
-        case 7: micro_kernel<MR, 7, AT>(kc, ap, lda, bp, bk, bj, cp, ldc, m_valid, accumulate, sp); break;
-        case 6: micro_kernel<MR, 6, AT>(kc, ap, lda, bp, bk, bj, cp, ldc, m_valid, accumulate, sp); break;
-        case 5: micro_kernel<MR, 5, AT>(kc, ap, lda, bp, bk, bj, cp, ldc, m_valid, accumulate, sp); break;
-        case 4: micro_kernel<MR, 4, AT>(kc, ap, lda, bp, bk, bj, cp, ldc, m_valid, accumulate, sp); break;
-        case 3: micro_kernel<MR, 3, AT>(kc, ap, lda, bp, bk, bj, cp, ldc, m_valid, accumulate, sp); break;
-        case 2: micro_kernel<MR, 2, AT>(kc, ap, lda, bp, bk, bj, cp, ldc, m_valid, accumulate, sp); break;
-        default: micro_kernel<MR, 1, AT>(kc, ap, lda, bp, bk, bj, cp, ldc, m_valid, accumulate, sp); break;
+        case 8: micro_kernel<MR, 8, AT>(kc, ap, lda, bp, bk, bj, cp, ldc, m_valid, accumulate); break;
+        case 7: micro_kernel<MR, 7, AT>(kc, ap, lda, bp, bk, bj, cp, ldc, m_valid, accumulate); break;
+        case 6: micro_kernel<MR, 6, AT>(kc, ap, lda, bp, bk, bj, cp, ldc, m_valid, accumulate); break;
+        case 5: micro_kernel<MR, 5, AT>(kc, ap, lda, bp, bk, bj, cp, ldc, m_valid, accumulate); break;
+        case 4: micro_kernel<MR, 4, AT>(kc, ap, lda, bp, bk, bj, cp, ldc, m_valid, accumulate); break;
+        case 3: micro_kernel<MR, 3, AT>(kc, ap, lda, bp, bk, bj, cp, ldc, m_valid, accumulate); break;
+        case 2: micro_kernel<MR, 2, AT>(kc, ap, lda, bp, bk, bj, cp, ldc, m_valid, accumulate); break;
+        default: micro_kernel<MR, 1, AT>(kc, ap, lda, bp, bk, bj, cp, ldc, m_valid, accumulate); break;
       }
     }
   }
@@ -163,26 +144,68 @@ DSR1_FAST_CLONES
 void gemm_panels(std::int64_t m, std::int64_t n, std::int64_t kc, const float* a,
                  std::int64_t a_panel, std::int64_t lda, const float* b, std::int64_t b_panel,
                  std::int64_t bk, std::int64_t bj, float* c, std::int64_t ldc, bool accumulate) {
-  gemm_panels_body(m, n, kc, a, a_panel, lda, nullptr, 0, b, b_panel, bk, bj, c, ldc, accumulate);
+  gemm_panels_body(m, n, kc, a, a_panel, lda, b, b_panel, bk, bj, c, ldc, accumulate);
 }
 
 DSR1_FAST_CLONES
 void gemm_panels(std::int64_t m, std::int64_t n, std::int64_t kc, const std::uint16_t* a,
                  std::int64_t a_panel, std::int64_t lda, const float* b, std::int64_t b_panel,
                  std::int64_t bk, std::int64_t bj, float* c, std::int64_t ldc, bool accumulate) {
-  gemm_panels_body(m, n, kc, a, a_panel, lda, nullptr, 0, b, b_panel, bk, bj, c, ldc, accumulate);
+  gemm_panels_body(m, n, kc, a, a_panel, lda, b, b_panel, bk, bj, c, ldc, accumulate);
 }
 
-DSR1_FAST_CLONES
+// The FP8 kernel, once per instruction set: gemm_fp8.inc is compiled three times, for AVX-512
+// (x86-64-v4), AVX2 (x86-64-v3) and baseline x86-64, each in its own namespace, and the copy for
+// the CPU the program runs on is picked once. (target_clones, used above, cannot be used here:
+// the widening uses each instruction set's own intrinsics, see gemm_fp8.inc.)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#pragma GCC push_options
+#pragma GCC target("arch=x86-64-v4")
+namespace isa_v4 {
+#include "reference/fast/gemm_fp8.inc"
+}  // namespace isa_v4
+#pragma GCC pop_options
+#pragma GCC push_options
+#pragma GCC target("arch=x86-64-v3")
+namespace isa_v3 {
+#include "reference/fast/gemm_fp8.inc"
+}  // namespace isa_v3
+#pragma GCC pop_options
+#endif
+namespace isa_base {
+#include "reference/fast/gemm_fp8.inc"
+}  // namespace isa_base
+
+namespace {
+using Fp8Panels = void (*)(std::int64_t, std::int64_t, std::int64_t, const std::uint8_t*,
+                           std::int64_t, std::int64_t, const float*, std::int64_t, const float*,
+                           std::int64_t, std::int64_t, std::int64_t, float*, std::int64_t, bool);
+Fp8Panels pick_fp8_panels() {
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("x86-64-v4")) return isa_v4::gemm_panels_fp8;
+  if (__builtin_cpu_supports("x86-64-v3")) return isa_v3::gemm_panels_fp8;
+#endif
+  return isa_base::gemm_panels_fp8;
+}
+}  // namespace
+
 void gemm_panels(std::int64_t m, std::int64_t n, std::int64_t kc, const std::uint8_t* a,
                  std::int64_t a_panel, std::int64_t lda, const float* scale,
                  std::int64_t scale_panel, const float* b, std::int64_t b_panel, std::int64_t bk,
                  std::int64_t bj, float* c, std::int64_t ldc, bool accumulate) {
-  gemm_panels_body(m, n, kc, a, a_panel, lda, scale, scale_panel, b, b_panel, bk, bj, c, ldc,
-                   accumulate);
+  static const Fp8Panels impl = pick_fp8_panels();
+  impl(m, n, kc, a, a_panel, lda, scale, scale_panel, b, b_panel, bk, bj, c, ldc, accumulate);
 }
 
-float e4m3_to_float(std::uint8_t q) { return widen(q); }
+float e4m3_to_float(std::uint8_t q) {
+  // Through the kernel this CPU uses: a 1 x 1 product of the weight q, scale 1, with input 1.
+  std::uint8_t a[MR] = {q};
+  float scale[MR], b[NR] = {1.0f}, c[MR];
+  std::fill(scale, scale + MR, 1.0f);
+  gemm_panels(1, 1, 1, a, MR, MR, scale, MR, b, NR, 1, 1, c, MR, false);
+  return c[0];
+}
 
 DSR1_FAST_CLONES
 void gemm_rows16(std::int64_t m, std::int64_t n, std::int64_t kc, const float* a, std::int64_t lda,
