@@ -152,6 +152,11 @@ TEST_CASE("FP8 gemm equals the block-scaled sum in double on shapes with partial
         // The order of the sums depends on the scale blocks only: every variant, the same bits.
         CHECK(std::memcmp(Y.memptr(), first.memptr(), Y.n_elem * sizeof(float)) == 0);
       }
+    // Inputs of |x| >= 2^7 take the kernel's other way to the factor 2^120 (gemm.cpp, x_scale):
+    // X 2^10 must give exactly 2^10 Y (a power of two commutes with every rounding).
+    const arma::fmat Y_big = fast::gemm(P, arma::fmat(X * 1024.0f), fast::Options{});
+    const arma::fmat want_big = first * 1024.0f;
+    CHECK(std::memcmp(Y_big.memptr(), want_big.memptr(), Y_big.n_elem * sizeof(float)) == 0);
   }
 }
 

@@ -161,6 +161,7 @@ void gemm_panels(std::int64_t m, std::int64_t n, std::int64_t kc, const std::uin
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #pragma GCC push_options
 #pragma GCC target("arch=x86-64-v4")
+
 namespace isa_v4 {
 #include "reference/fast/gemm_fp8.inc"
 }  // namespace isa_v4
@@ -179,7 +180,8 @@ namespace isa_base {
 namespace {
 using Fp8Panels = void (*)(std::int64_t, std::int64_t, std::int64_t, const std::uint8_t*,
                            std::int64_t, std::int64_t, const float*, std::int64_t, const float*,
-                           std::int64_t, std::int64_t, std::int64_t, float*, std::int64_t, bool);
+                           std::int64_t, std::int64_t, std::int64_t, float*, std::int64_t, bool,
+                           bool);
 Fp8Panels pick_fp8_panels() {
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
   __builtin_cpu_init();
@@ -193,9 +195,10 @@ Fp8Panels pick_fp8_panels() {
 void gemm_panels(std::int64_t m, std::int64_t n, std::int64_t kc, const std::uint8_t* a,
                  std::int64_t a_panel, std::int64_t lda, const float* scale,
                  std::int64_t scale_panel, const float* b, std::int64_t b_panel, std::int64_t bk,
-                 std::int64_t bj, float* c, std::int64_t ldc, bool accumulate) {
+                 std::int64_t bj, float* c, std::int64_t ldc, bool accumulate, bool b_scaled) {
   static const Fp8Panels impl = pick_fp8_panels();
-  impl(m, n, kc, a, a_panel, lda, scale, scale_panel, b, b_panel, bk, bj, c, ldc, accumulate);
+  impl(m, n, kc, a, a_panel, lda, scale, scale_panel, b, b_panel, bk, bj, c, ldc, accumulate,
+       b_scaled);
 }
 
 float e4m3_to_float(std::uint8_t q) {
@@ -203,7 +206,7 @@ float e4m3_to_float(std::uint8_t q) {
   std::uint8_t a[MR] = {q};
   float scale[MR], b[NR] = {1.0f}, c[MR];
   std::fill(scale, scale + MR, 1.0f);
-  gemm_panels(1, 1, 1, a, MR, MR, scale, MR, b, NR, 1, 1, c, MR, false);
+  gemm_panels(1, 1, 1, a, MR, MR, scale, MR, b, NR, 1, 1, c, MR, false, false);
   return c[0];
 }
 
@@ -384,6 +387,18 @@ void gemm(const PackedMatrix& W, const float* X, std::int64_t ldx, std::int64_t 
   const float* xb = X;
   std::int64_t b_panel = 0, bk = 1, bj = ldx, nc = opt.nc;
   thread_local std::vector<float> packed_x;  // the calling thread's buffer (workers get a pointer)
+  // FP8: the kernel widens each code to its value times 2^-120 and needs a factor 2^120 back
+  // (gemm_fp8.inc). Applied to X (x_scale) it costs one multiplication per input instead of one
+  // per weight, which is what decode spends its time on; x 2^120 must stay finite, so only
+  // when every |X| < 2^7 (else the kernel multiplies). Either way each product is the same real
+  // number, rounded once in the same sum: the same bits.
+  float x_scale = 1.0f;
+  if (W.type == WeightType::FP8) {
+    float x_max = 0.0f;
+    for (std::int64_t j = 0; j < N; ++j)
+      for (std::int64_t k = 0; k < K; ++k) x_max = std::max(x_max, std::fabs(X[j * ldx + k]));
+    if (x_max < 0x1p7f) x_scale = 0x1p120f;  // false for NaN too
+  }
   if (N > 1) {
     const std::int64_t x_panels = (N + NR - 1) / NR;
     packed_x.resize(static_cast<std::size_t>(x_panels * K * NR));  // padding columns are never read
@@ -393,13 +408,19 @@ void gemm(const PackedMatrix& W, const float* X, std::int64_t ldx, std::int64_t 
       float* dst = px + p * K * NR;
       for (std::int64_t j = 0; j < n; ++j) {
         const float* xj = X + (p * NR + j) * ldx;
-        for (std::int64_t k = 0; k < K; ++k) dst[k * NR + j] = xj[k];
+        for (std::int64_t k = 0; k < K; ++k) dst[k * NR + j] = xj[k] * x_scale;
       }
     });
     xb = px;
     b_panel = K * NR, bk = NR, bj = 1;
     nc = (nc + NR - 1) / NR * NR;
+  } else if (x_scale != 1.0f) {  // one column, scaled into the buffer
+    packed_x.resize(static_cast<std::size_t>(K));
+    for (std::int64_t k = 0; k < K; ++k) packed_x[k] = X[k] * x_scale;
+    xb = packed_x.data();
+    bj = K;
   }
+  const bool b_scaled = x_scale != 1.0f;
   const std::int64_t row_blocks = (M + mc - 1) / mc, col_blocks = (N + nc - 1) / nc;
   parallel_for(opt.threads, row_blocks * col_blocks, [&](std::int64_t task) {
     const std::int64_t r0 = (task % row_blocks) * mc, c0 = (task / row_blocks) * nc;
@@ -411,7 +432,7 @@ void gemm(const PackedMatrix& W, const float* X, std::int64_t ldx, std::int64_t 
       for (std::int64_t k0 = 0; k0 < K; k0 += B)
         gemm_panels(m, n, std::min(B, K - k0), W.panel_fp8(r0 / MR) + k0 * MR, K * MR, MR,
                     W.panel_scales(r0 / MR) + (k0 / B) * MR, scale_panel, xc + k0 * bk, b_panel,
-                    bk, bj, Y + r0 + c0 * ldy, ldy, accumulate || k0 > 0);
+                    bk, bj, Y + r0 + c0 * ldy, ldy, accumulate || k0 > 0, b_scaled);
       return;
     }
     for (std::int64_t k0 = 0; k0 < K; k0 += kc) {

@@ -140,11 +140,13 @@ void gemm_panels(std::int64_t m, std::int64_t n, std::int64_t kc, const std::uin
 // The same with A stored as e4m3 codes (a panel of an FP8 PackedMatrix) and one scale per row
 // of A for the whole kc-long sum (kc at most one scale block): the scale of row r is
 // scale[(r / MR) * scale_panel + r % MR]. The sum over k runs in order from zero, is multiplied
-// by the row's scale and then stored or added to C.
+// by the row's scale and then stored or added to C. b_scaled: B holds its values times 2^120,
+// and the codes are widened without that factor (gemm_fp8.inc); the products, and so the
+// result, are the same.
 void gemm_panels(std::int64_t m, std::int64_t n, std::int64_t kc, const std::uint8_t* a,
                  std::int64_t a_panel, std::int64_t lda, const float* scale,
                  std::int64_t scale_panel, const float* b, std::int64_t b_panel, std::int64_t bk,
-                 std::int64_t bj, float* c, std::int64_t ldc, bool accumulate);
+                 std::int64_t bj, float* c, std::int64_t ldc, bool accumulate, bool b_scaled);
 
 // The narrow variant for at most MR16 = 16 rows (decode: one query per head, 16 heads fill the
 // tile, where the 32-row tile would be half padding): C[m, n] (+)= A B with m <= 16 and
