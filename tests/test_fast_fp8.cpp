@@ -160,6 +160,42 @@ TEST_CASE("FP8 gemm equals the block-scaled sum in double on shapes with partial
   }
 }
 
+TEST_CASE("Every compiled copy of the FP8 kernel (AVX-512, AVX2, baseline) computes the block-scaled sum") {
+  // One scale block of one panel through each copy this CPU runs, with and without the factor
+  // 2^120 on B, against the double sum; rows 0..31 (and 0..20: a partial panel) so that the
+  // widening's row order (gemm.hpp, fp8_slot) is checked row by row.
+  const Fp8Matrix F = random_fp8(32, 128, 128, 5);
+  const fast::PackedMatrix P = pack(F);
+  arma::arma_rng::set_seed(6);
+  const arma::fmat X = arma::randu<arma::fmat>(128, 9) * 2.0f - 1.0f;  // [K, N]: panels of 8 + 1 column
+  std::vector<float> B(2 * 128 * fast::NR, 0.0f), B_scaled(B.size());  // packed as gemm packs X
+  for (std::int64_t j = 0; j < 9; ++j)
+    for (std::int64_t k = 0; k < 128; ++k) B[(j / 8) * 128 * 8 + k * 8 + j % 8] = X(k, j);
+  for (std::size_t i = 0; i < B.size(); ++i) B_scaled[i] = B[i] * 0x1p120f;
+  const arma::mat want = F.W * arma::conv_to<arma::mat>::from(X);
+  const arma::mat bound = arma::abs(F.W) * arma::abs(arma::conv_to<arma::mat>::from(X)) * (130.0 * 0x1p-24);
+  const auto isas = fast::fp8_kernel_isas();
+  CHECK(isas.back() == "x86-64");
+  for (const std::string& isa : isas)
+    for (bool scaled : {false, true})
+      for (std::int64_t m : {32, 21}) {
+        CAPTURE(isa);
+        CAPTURE(scaled);
+        CAPTURE(m);
+        arma::fmat Y(32, 9, arma::fill::zeros);
+        fast::gemm_panels_fp8_isa(isa, m, 9, 128, P.panel_fp8(0), 128 * fast::MR, fast::MR,
+                                  P.panel_scales(0), fast::MR, scaled ? B_scaled.data() : B.data(),
+                                  128 * 8, 8, 1, Y.memptr(), 32, false, scaled);
+        const arma::mat got = arma::conv_to<arma::mat>::from(Y);
+        const arma::mat err = arma::abs(got.rows(0, m - 1) - want.rows(0, m - 1));
+        CHECK(arma::all(arma::vectorise(err <= bound.rows(0, m - 1) + 1e-30)));
+        if (m < 32) CHECK(arma::all(arma::vectorise(Y.rows(m, 31) == 0.0f)));  // rows past m untouched
+      }
+  CHECK_THROWS_WITH_AS(fast::gemm_panels_fp8_isa("riscv", 1, 1, 1, nullptr, 0, 0, nullptr, 0, nullptr,
+                                                 0, 0, 0, nullptr, 0, false, false),
+                       doctest::Contains("no FP8 kernel for 'riscv'"), std::invalid_argument);
+}
+
 TEST_CASE("FP8 packing refuses a NaN code and a negative scale, naming the tensor") {
   Fp8Matrix F = random_fp8(3, 5, 128, 1);
   F.codes[7] = 0xFF;

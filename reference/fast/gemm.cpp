@@ -161,36 +161,63 @@ void gemm_panels(std::int64_t m, std::int64_t n, std::int64_t kc, const std::uin
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #pragma GCC push_options
 #pragma GCC target("arch=x86-64-v4")
-
+#define DSR1_FP8_ISA 4
 namespace isa_v4 {
 #include "reference/fast/gemm_fp8.inc"
 }  // namespace isa_v4
+#undef DSR1_FP8_ISA
 #pragma GCC pop_options
 #pragma GCC push_options
 #pragma GCC target("arch=x86-64-v3")
+#define DSR1_FP8_ISA 3
 namespace isa_v3 {
 #include "reference/fast/gemm_fp8.inc"
 }  // namespace isa_v3
+#undef DSR1_FP8_ISA
 #pragma GCC pop_options
 #endif
+#define DSR1_FP8_ISA 0
 namespace isa_base {
 #include "reference/fast/gemm_fp8.inc"
 }  // namespace isa_base
+#undef DSR1_FP8_ISA
 
 namespace {
 using Fp8Panels = void (*)(std::int64_t, std::int64_t, std::int64_t, const std::uint8_t*,
                            std::int64_t, std::int64_t, const float*, std::int64_t, const float*,
                            std::int64_t, std::int64_t, std::int64_t, float*, std::int64_t, bool,
                            bool);
-Fp8Panels pick_fp8_panels() {
+// Every copy this CPU runs, best first.
+std::vector<std::pair<std::string, Fp8Panels>> fp8_copies() {
+  std::vector<std::pair<std::string, Fp8Panels>> copies;
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("x86-64-v4")) return isa_v4::gemm_panels_fp8;
-  if (__builtin_cpu_supports("x86-64-v3")) return isa_v3::gemm_panels_fp8;
+  if (__builtin_cpu_supports("x86-64-v4")) copies.emplace_back("x86-64-v4", isa_v4::gemm_panels_fp8);
+  if (__builtin_cpu_supports("x86-64-v3")) copies.emplace_back("x86-64-v3", isa_v3::gemm_panels_fp8);
 #endif
-  return isa_base::gemm_panels_fp8;
+  copies.emplace_back("x86-64", isa_base::gemm_panels_fp8);
+  return copies;
 }
+Fp8Panels pick_fp8_panels() { return fp8_copies().front().second; }
 }  // namespace
+
+std::vector<std::string> fp8_kernel_isas() {
+  std::vector<std::string> names;
+  for (const auto& c : fp8_copies()) names.push_back(c.first);
+  return names;
+}
+
+void gemm_panels_fp8_isa(const std::string& isa, std::int64_t m, std::int64_t n, std::int64_t kc,
+                         const std::uint8_t* a, std::int64_t a_panel, std::int64_t lda,
+                         const float* scale, std::int64_t scale_panel, const float* b,
+                         std::int64_t b_panel, std::int64_t bk, std::int64_t bj, float* c,
+                         std::int64_t ldc, bool accumulate, bool b_scaled) {
+  for (const auto& [name, f] : fp8_copies())
+    if (name == isa)
+      return f(m, n, kc, a, a_panel, lda, scale, scale_panel, b, b_panel, bk, bj, c, ldc,
+               accumulate, b_scaled);
+  throw std::invalid_argument(fmt::format("fast::gemm_panels_fp8_isa: this CPU has no FP8 kernel for '{}'", isa));
+}
 
 void gemm_panels(std::int64_t m, std::int64_t n, std::int64_t kc, const std::uint8_t* a,
                  std::int64_t a_panel, std::int64_t lda, const float* scale,
@@ -202,7 +229,8 @@ void gemm_panels(std::int64_t m, std::int64_t n, std::int64_t kc, const std::uin
 }
 
 float e4m3_to_float(std::uint8_t q) {
-  // Through the kernel this CPU uses: a 1 x 1 product of the weight q, scale 1, with input 1.
+  // Through the kernel this CPU uses: a 1 x 1 product of the weight q, scale 1, with input 1
+  // (row 0 is at slot fp8_slot(0) = 0).
   std::uint8_t a[MR] = {q};
   float scale[MR], b[NR] = {1.0f}, c[MR];
   std::fill(scale, scale + MR, 1.0f);
@@ -324,7 +352,7 @@ void pack_rows_fp8(PackedMatrix& P, std::int64_t r0, std::int64_t n, const std::
       if ((q & 0x7F) == 0x7F)
         throw std::invalid_argument(fmt::format(
             "{}: element ({}, {}) is the e4m3 NaN code 0x{:02X}, expected a finite value", what, i, k, q));
-      P.panels_fp8[at(P, r, k)] = q;
+      P.panels_fp8[static_cast<std::size_t>((r / MR) * K * MR + k * MR + fp8_slot(r % MR))] = q;
     }
     for (std::int64_t b = 0; b < n_kb; ++b) {
       const float s = row_scales[i * n_kb + b];

@@ -66,13 +66,20 @@ enum class WeightType { F32, BF16, FP8 };
 const char* to_string(WeightType t);                // "f32", "bf16", "fp8"
 WeightType weight_type_from_string(const std::string& s);  // throws naming the accepted names
 
+// Where row r (0 <= r < MR) of a panel keeps its code within each k's 32 bytes of an FP8 panel:
+// rows 4L .. 4L+3 at slots 8L .. 8L+3 and rows 16+4L .. 16+4L+3 at slots 8L+4 .. 8L+7, the order
+// in which the kernel's widening unpacks them (gemm_fp8.inc, step 4).
+constexpr std::int64_t fp8_slot(std::int64_t r) {
+  return r < 16 ? (r / 4) * 8 + r % 4 : ((r - 16) / 4) * 8 + 4 + (r - 16) % 4;
+}
+
 struct PackedMatrix {
   std::int64_t rows = 0;      // M
   std::int64_t cols = 0;      // K
   WeightType type = WeightType::F32;
   std::vector<float> panels;               // F32: ceil(M/MR) panels of K*MR floats
   std::vector<std::uint16_t> panels_bf16;  // BF16: the same layout, bfloat16 bit patterns
-  std::vector<std::uint8_t> panels_fp8;    // FP8: the same layout, e4m3 codes
+  std::vector<std::uint8_t> panels_fp8;    // FP8: the same layout, e4m3 codes (rows of a k in fp8_slot order)
   std::int64_t block = 0;                  // FP8: B, the scale block of the inner dimension
   // FP8: per panel, n_kblocks() groups of MR scales: scale(i, b) at
   // (i / MR) * n_kblocks() * MR + b * MR + i % MR (padding rows 0).
@@ -147,6 +154,16 @@ void gemm_panels(std::int64_t m, std::int64_t n, std::int64_t kc, const std::uin
                  std::int64_t a_panel, std::int64_t lda, const float* scale,
                  std::int64_t scale_panel, const float* b, std::int64_t b_panel, std::int64_t bk,
                  std::int64_t bj, float* c, std::int64_t ldc, bool accumulate, bool b_scaled);
+
+// The FP8 kernel is compiled once per instruction set (gemm_fp8.inc) and gemm_panels uses the
+// best one this CPU runs. For tests, which check every copy: the copies this CPU can run, best
+// first ("x86-64-v4" = AVX-512, "x86-64-v3" = AVX2, "x86-64"), and gemm_panels through one of them.
+std::vector<std::string> fp8_kernel_isas();
+void gemm_panels_fp8_isa(const std::string& isa, std::int64_t m, std::int64_t n, std::int64_t kc,
+                         const std::uint8_t* a, std::int64_t a_panel, std::int64_t lda,
+                         const float* scale, std::int64_t scale_panel, const float* b,
+                         std::int64_t b_panel, std::int64_t bk, std::int64_t bj, float* c,
+                         std::int64_t ldc, bool accumulate, bool b_scaled);
 
 // The narrow variant for at most MR16 = 16 rows (decode: one query per head, 16 heads fill the
 // tile, where the 32-row tile would be half padding): C[m, n] (+)= A B with m <= 16 and
