@@ -454,24 +454,33 @@ void gemm(const PackedMatrix& W, const float* X, std::int64_t ldx, std::int64_t 
     const std::int64_t r0 = (task % row_blocks) * mc, c0 = (task / row_blocks) * nc;
     const std::int64_t m = std::min(mc, M - r0), n = std::min(nc, N - c0);
     const float* xc = xb + (c0 / NR) * b_panel;  // c0 is 0 or a multiple of NR
+    // With at most NR columns (decode) each 32-row panel goes through all of K before the next
+    // panel, so its weights are read as one sequential stream: bursts of one slice of four
+    // interleaved panels (4 KB with FP8) kept the hardware prefetcher from following them, and
+    // FP8 decode waited on its loads. Every element's sum still runs slice after slice.
+    const std::int64_t rows_step = n <= NR ? MR : m;
     if (W.type == WeightType::FP8) {
       // One slice per scale block: its sum times each row's scale, added to Y block after block.
       const std::int64_t B = W.block, scale_panel = W.n_kblocks() * MR;
-      for (std::int64_t k0 = 0; k0 < K; k0 += B)
-        gemm_panels(m, n, std::min(B, K - k0), W.panel_fp8(r0 / MR) + k0 * MR, K * MR, MR,
-                    W.panel_scales(r0 / MR) + (k0 / B) * MR, scale_panel, xc + k0 * bk, b_panel,
-                    bk, bj, Y + r0 + c0 * ldy, ldy, accumulate || k0 > 0, b_scaled);
+      for (std::int64_t i0 = 0; i0 < m; i0 += rows_step)
+        for (std::int64_t k0 = 0; k0 < K; k0 += B)
+          gemm_panels(std::min(rows_step, m - i0), n, std::min(B, K - k0),
+                      W.panel_fp8((r0 + i0) / MR) + k0 * MR, K * MR, MR,
+                      W.panel_scales((r0 + i0) / MR) + (k0 / B) * MR, scale_panel, xc + k0 * bk,
+                      b_panel, bk, bj, Y + r0 + i0 + c0 * ldy, ldy, accumulate || k0 > 0, b_scaled);
       return;
     }
-    for (std::int64_t k0 = 0; k0 < K; k0 += kc) {
-      const std::int64_t kk = std::min(kc, K - k0);
-      if (W.type == WeightType::BF16)
-        gemm_panels(m, n, kk, W.panel_bf16(r0 / MR) + k0 * MR, K * MR, MR, xc + k0 * bk, b_panel,
-                    bk, bj, Y + r0 + c0 * ldy, ldy, accumulate || k0 > 0);
-      else
-        gemm_panels(m, n, kk, W.panel(r0 / MR) + k0 * MR, K * MR, MR, xc + k0 * bk, b_panel, bk,
-                    bj, Y + r0 + c0 * ldy, ldy, accumulate || k0 > 0);
-    }
+    for (std::int64_t i0 = 0; i0 < m; i0 += rows_step)
+      for (std::int64_t k0 = 0; k0 < K; k0 += kc) {
+        const std::int64_t kk = std::min(kc, K - k0), mm = std::min(rows_step, m - i0);
+        float* y = Y + r0 + i0 + c0 * ldy;
+        if (W.type == WeightType::BF16)
+          gemm_panels(mm, n, kk, W.panel_bf16((r0 + i0) / MR) + k0 * MR, K * MR, MR, xc + k0 * bk,
+                      b_panel, bk, bj, y, ldy, accumulate || k0 > 0);
+        else
+          gemm_panels(mm, n, kk, W.panel((r0 + i0) / MR) + k0 * MR, K * MR, MR, xc + k0 * bk,
+                      b_panel, bk, bj, y, ldy, accumulate || k0 > 0);
+      }
   });
 }
 
