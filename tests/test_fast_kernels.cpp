@@ -121,7 +121,8 @@ TEST_CASE("BF16 packing rounds to nearest even, and the BF16 kernel computes wit
     }
   }
   CHECK(fast::weight_type_from_string("bf16") == fast::WeightType::BF16);
-  CHECK_THROWS_WITH_AS(fast::weight_type_from_string("fp8"), doctest::Contains("expected f32 or bf16"),
+  CHECK(fast::weight_type_from_string("fp8") == fast::WeightType::FP8);
+  CHECK_THROWS_WITH_AS(fast::weight_type_from_string("fp4"), doctest::Contains("expected f32, bf16 or fp8"),
                        std::invalid_argument);
 }
 

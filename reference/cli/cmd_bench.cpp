@@ -1,6 +1,6 @@
 // dsr1 bench: speed of the fast path (reference/fast/) on the medium config, against the
-// machine's own limits measured in the same run (OpenBLAS sgemm, a streaming read) and against
-// the reference. A benchmark, not a test: it reports, it asserts nothing. docs/fast-path.md.
+// machine's own limits measured in the same run (its float32 multiply-add peak, its streaming
+// read bandwidth, OpenBLAS sgemm) and against the reference. A benchmark, not a test: it reports, it asserts nothing. docs/fast-path.md.
 #include <fmt/format.h>
 #include <unistd.h>
 
@@ -21,6 +21,7 @@
 #include "reference/cli/command.hpp"
 #include "reference/fast/bench.hpp"
 #include "reference/fast/model.hpp"
+#include "reference/fast/pack.hpp"
 #include "reference/fast/weights.hpp"
 #include "reference/deepseek/loader.hpp"
 #include "reference/deepseek/model.hpp"
@@ -129,6 +130,17 @@ int bench(const BenchArgs& a) {
                   c.name, c.d(), c.n_h(), c.q_lora_rank, c.kv_lora_rank, L, c.n_routed_experts,
                   c.num_experts_per_tok, c.vocab_size, threads, fast::to_string(wtype), corename()));
 
+  // The machine's limits, measured first: the float32 multiply-add peak with the threads used
+  // (and with one, for reference) and the streaming read bandwidth (1 GiB, larger than any cache).
+  const double fma_peak = fast::fma_peak_flops(threads, 3), fma_peak_1 = fast::fma_peak_flops(1, 3);
+  const double bw = fast::stream_read_bandwidth(threads, std::int64_t{1} << 30, a.quick ? 2 : 4);
+  out["fma_peak_gflops"] = fma_peak / 1e9;
+  out["fma_peak_gflops_1_thread"] = fma_peak_1 / 1e9;
+  out["read_bandwidth_gbs"] = bw / 1e9;
+  out["read_bandwidth_gbps"] = bw / 1e9;  // the earlier name of the same figure
+  say(fmt::format("machine: float32 multiply-add peak {:.1f} GFLOP/s with {} threads ({:.1f} with 1), "
+                  "streaming read {:.1f} GB/s", fma_peak / 1e9, threads, fma_peak_1 / 1e9, bw / 1e9));
+
   // Weights: the generator's (double, float32-exact values), converted once. With --weights
   // bf16 they are first rounded to bfloat16 as a BF16 checkpoint holds them, so the reference
   // below computes with the same values and the logit difference is still float32 arithmetic.
@@ -203,31 +215,36 @@ int bench(const BenchArgs& a) {
     }
     nlohmann::json js;
     say(fmt::format("\nGEMM stages of a {}-token prefill (fast kernel vs OpenBLAS sgemm, same shapes, {} threads):", T_main, threads));
-    say(fmt::format("  {:<10} {:>10} {:>12} {:>12} {:>9}", "stage", "GFLOP", "fast GF/s", "BLAS GF/s", "fraction"));
+    say(fmt::format("  {:<10} {:>10} {:>12} {:>12} {:>12} {:>12}", "stage", "GFLOP", "fast GF/s", "BLAS GF/s",
+                    "vs BLAS", "vs FMA peak"));
     for (const auto& [name, st] : stage) {
       gemm_flops += st[0];
       fast_gemm_seconds += st[1];
       blas_gemm_seconds += st[2];
       js[name] = {{"gflop", st[0] / 1e9}, {"fast_gflops", st[0] / st[1] / 1e9},
-                  {"openblas_gflops", st[0] / st[2] / 1e9}, {"fraction_of_openblas", st[2] / st[1]}};
-      say(fmt::format("  {:<10} {:>10.2f} {:>12.1f} {:>12.1f} {:>8.0f}%", name, st[0] / 1e9,
-                      st[0] / st[1] / 1e9, st[0] / st[2] / 1e9, 100 * st[2] / st[1]));
+                  {"openblas_gflops", st[0] / st[2] / 1e9}, {"fraction_of_openblas", st[2] / st[1]},
+                  {"fraction_of_fma_peak", st[0] / st[1] / fma_peak}};
+      say(fmt::format("  {:<10} {:>10.2f} {:>12.1f} {:>12.1f} {:>11.0f}% {:>11.0f}%", name, st[0] / 1e9,
+                      st[0] / st[1] / 1e9, st[0] / st[2] / 1e9, 100 * st[2] / st[1],
+                      100 * st[0] / st[1] / fma_peak));
     }
     out["gemm_stages"] = js;
     out["gemm_fraction_of_openblas"] = blas_gemm_seconds / fast_gemm_seconds;
+    out["gemm_fraction_of_fma_peak"] = gemm_flops / fast_gemm_seconds / fma_peak;
     out["openblas_gflops_prefill_shapes"] = gemm_flops / blas_gemm_seconds / 1e9;
-    say(fmt::format("  {:<10} {:>10.2f} {:>12.1f} {:>12.1f} {:>8.0f}%", "all", gemm_flops / 1e9,
+    say(fmt::format("  {:<10} {:>10.2f} {:>12.1f} {:>12.1f} {:>11.0f}% {:>11.0f}%", "all", gemm_flops / 1e9,
                     gemm_flops / fast_gemm_seconds / 1e9, gemm_flops / blas_gemm_seconds / 1e9,
-                    100 * blas_gemm_seconds / fast_gemm_seconds));
+                    100 * blas_gemm_seconds / fast_gemm_seconds, 100 * gemm_flops / fast_gemm_seconds / fma_peak));
   }
   const double blas_gflops = gemm_flops / blas_gemm_seconds / 1e9;
 
   // 4. Prefill of the whole model.
   {
     nlohmann::json jp = nlohmann::json::array();
-    say(fmt::format("\nprefill (model FLOPs include attention; OpenBLAS rate of the prefill's GEMM shapes at T={}: {:.1f} GF/s):",
-                    T_main, blas_gflops));
-    say(fmt::format("  {:>7} {:>10} {:>10} {:>10} {:>14}", "tokens", "seconds", "tokens/s", "GFLOP/s", "vs OpenBLAS"));
+    say(fmt::format("\nprefill (model FLOPs include attention; OpenBLAS rate of the prefill's GEMM shapes at T={}: {:.1f} GF/s; "
+                    "FMA peak {:.1f} GF/s):", T_main, blas_gflops, fma_peak / 1e9));
+    say(fmt::format("  {:>7} {:>10} {:>10} {:>10} {:>14} {:>14}", "tokens", "seconds", "tokens/s", "GFLOP/s",
+                    "vs OpenBLAS", "vs FMA peak"));
     std::vector<std::int64_t> lengths = a.quick ? std::vector<std::int64_t>{256} : std::vector<std::int64_t>{256, 1024};
     for (std::int64_t T : lengths) {
       const auto tokens = tokens_of(T);
@@ -237,58 +254,84 @@ int bench(const BenchArgs& a) {
       });
       const double gflops = fast::forward_flops(c, T, 0) / s / 1e9;
       jp.push_back({{"tokens", T}, {"seconds", s}, {"tokens_per_s", T / s}, {"gflops", gflops},
-                    {"fraction_of_openblas", gflops / blas_gflops}});
-      if (T == T_main) out["prefill_fraction_of_openblas"] = gflops / blas_gflops;
-      say(fmt::format("  {:>7} {:>10.3f} {:>10.0f} {:>10.1f} {:>13.0f}%", T, s, T / s, gflops,
-                      100 * gflops / blas_gflops));
+                    {"fraction_of_openblas", gflops / blas_gflops},
+                    {"fraction_of_fma_peak", gflops * 1e9 / fma_peak}});
+      if (T == T_main) {
+        out["prefill_fraction_of_openblas"] = gflops / blas_gflops;
+        out["prefill_fraction_of_fma_peak"] = gflops * 1e9 / fma_peak;
+      }
+      say(fmt::format("  {:>7} {:>10.3f} {:>10.0f} {:>10.1f} {:>13.0f}% {:>13.0f}%", T, s, T / s, gflops,
+                      100 * gflops / blas_gflops, 100 * gflops * 1e9 / fma_peak));
     }
     out["prefill"] = jp;
   }
   out["peak_rss_bytes_after_prefill"] = fast::peak_rss_bytes();
 
-  // 5. Read bandwidth of this machine (1 GiB, larger than any cache), then decode.
-  const double bw = fast::stream_read_bandwidth(threads, std::int64_t{1} << 30, a.quick ? 2 : 4);
-  out["read_bandwidth_gbps"] = bw / 1e9;
-  const std::int64_t weight_bytes = fast::decode_weight_bytes(F, c);
-  {
-    nlohmann::json jd = nlohmann::json::array();
-    say(fmt::format("\ndecode of one token (streaming read bandwidth {:.1f} GB/s; weights read per token {:.0f} MB):",
-                    bw / 1e9, weight_bytes / 1e6));
+  // 5. Decode: with the run's weights at every context length, then with FP8 weights packed
+  //    from the generator as `init-model --dtype fp8` would store them. Bytes per token are what
+  //    one token actually reads: the weights it touches in their stored type (with FP8 scales)
+  //    plus the whole latent cache.
+  auto decode_table = [&](const fast::ModelWeightsF& Wd, const std::vector<std::int64_t>& contexts,
+                          nlohmann::json& jd, std::map<std::int64_t, double>& seconds) {
+    const std::int64_t weight_bytes = fast::decode_weight_bytes(Wd, c);
+    say(fmt::format("\ndecode of one token, {} weights (streaming read {:.1f} GB/s; weights read per token {:.1f} MB):",
+                    fast::to_string(Wd.type), bw / 1e9, weight_bytes / 1e6));
     say(fmt::format("  {:>8} {:>10} {:>10} {:>10} {:>10} {:>14}", "cached", "ms/token", "tokens/s",
                     "cache MB", "GB/s", "vs bandwidth"));
-    std::vector<std::int64_t> contexts = a.quick ? std::vector<std::int64_t>{512, 8192}
-                                                 : std::vector<std::int64_t>{512, 8192, 32768, 131072};
     for (std::int64_t ctx : contexts) {
-      const int steps = ctx >= 131072 ? 2 : 4;
+      const int steps = ctx >= 131072 ? 5 : 20;  // best of these: decode steps are short and the machine may be shared
       fast::ModelCache cache = fast::make_cache(c, ctx + steps + 1);
       fill_cache(cache, ctx);
-      fast::decode(F, c, 3, cache, opt, nullptr);  // warm-up (the cache now holds ctx + 1)
+      fast::decode(Wd, c, 3, cache, opt, nullptr);  // warm-up (the cache now holds ctx + 1)
       double best = 1e300;
       for (int i = 0; i < steps; ++i) {
         const auto s0 = Clock::now();
-        fast::decode(F, c, 5 + i, cache, opt, nullptr);
+        fast::decode(Wd, c, 5 + i, cache, opt, nullptr);
         best = std::min(best, std::chrono::duration<double>(Clock::now() - s0).count());
       }
+      seconds[ctx] = best;
       const double cache_read = static_cast<double>(L) * (ctx + 1) * D * 4;
       const double bytes = static_cast<double>(weight_bytes) + cache_read;
       const double rate = bytes / best;
       jd.push_back({{"cached_tokens", ctx}, {"seconds_per_token", best}, {"tokens_per_s", 1 / best},
-                    {"bytes_read_per_token", bytes}, {"gbps", rate / 1e9},
-                    {"fraction_of_bandwidth", rate / bw},
+                    {"bytes_read_per_token", bytes}, {"weight_bytes_per_token", weight_bytes},
+                    {"gbps", rate / 1e9}, {"fraction_of_bandwidth", rate / bw},
                     {"cache_bytes_allocated", cache.bytes_allocated()},
                     {"cache_bytes_formula", fast::cache_bytes(c, cache.length())},
                     {"peak_rss_bytes", fast::peak_rss_bytes()}});
-      if (ctx == (a.quick ? 8192 : 32768)) out["decode_fraction_of_bandwidth"] = rate / bw;
-      if (ctx == 131072)
-        out["long_context"] = {{"position", ctx + 1 + steps - 1}, {"seconds_per_token", best},
-                               {"cache_bytes", cache.bytes_allocated()},
-                               {"cache_bytes_per_token", L * D * 4},
-                               {"peak_rss_bytes", fast::peak_rss_bytes()},
-                               {"under_4gb", fast::peak_rss_bytes() < 4LL * 1000 * 1000 * 1000}};
+      if (&Wd == &F) {
+        out[fmt::format("decode_fraction_of_bandwidth_{}", ctx)] = rate / bw;
+        if (ctx == (a.quick ? 8192 : 32768)) out["decode_fraction_of_bandwidth"] = rate / bw;
+        if (ctx == 131072)
+          out["long_context"] = {{"position", ctx + 1 + steps - 1}, {"seconds_per_token", best},
+                                 {"cache_bytes", cache.bytes_allocated()},
+                                 {"cache_bytes_per_token", L * D * 4},
+                                 {"peak_rss_bytes", fast::peak_rss_bytes()},
+                                 {"under_4gb", fast::peak_rss_bytes() < 4LL * 1000 * 1000 * 1000}};
+      } else {
+        out[fmt::format("decode_fp8_fraction_of_bandwidth_{}", ctx)] = rate / bw;
+      }
       say(fmt::format("  {:>8} {:>10.2f} {:>10.1f} {:>10.1f} {:>10.1f} {:>13.0f}%", ctx, best * 1e3,
                       1 / best, cache.bytes_allocated() / 1e6, rate / 1e9, 100 * rate / bw));
     }
+  };
+  const std::vector<std::int64_t> contexts = a.quick ? std::vector<std::int64_t>{512, 8192}
+                                                     : std::vector<std::int64_t>{512, 8192, 32768, 131072};
+  {
+    nlohmann::json jd = nlohmann::json::array();
+    std::map<std::int64_t, double> s_main, s_fp8;
+    decode_table(F, contexts, jd, s_main);
     out["decode"] = jd;
+    fast::PackOptions po;
+    po.threads = threads;
+    const fast::ModelWeightsF F8 = fast::pack_weights(generator_source(c, a.seed), c, fast::WeightType::FP8, po);
+    nlohmann::json jd8 = nlohmann::json::array();
+    decode_table(F8, contexts, jd8, s_fp8);
+    out["decode_fp8"] = jd8;
+    out[fmt::format("decode_fp8_speedup_vs_{}", fast::to_string(wtype))] = s_main.at(512) / s_fp8.at(512);
+    say(fmt::format("FP8 decode after 512 cached tokens: {:.2f}x faster than {} ({:.2f} vs {:.2f} ms)",
+                    s_main.at(512) / s_fp8.at(512), fast::to_string(wtype), s_fp8.at(512) * 1e3,
+                    s_main.at(512) * 1e3));
   }
   if (out.contains("long_context"))
     say(fmt::format("long context: decode at position {} with a {:.0f} MB latent cache ({} bytes per "
@@ -299,11 +342,14 @@ int bench(const BenchArgs& a) {
   out["peak_rss_bytes"] = fast::peak_rss_bytes();
   if (a.json) fmt::print("{}\n", out.dump(2));
   else
-    fmt::print("\nsummary: prefill {:.0f}% of OpenBLAS, GEMM stages {:.0f}%, decode {:.0f}% of read "
-               "bandwidth, {:.0f}x the reference, thread-invariant: {}\n",
+    fmt::print("\nsummary: prefill {:.0f}% of the FMA peak ({:.0f}% of OpenBLAS), GEMM stages {:.0f}% of the "
+               "FMA peak, decode {:.0f}% of read bandwidth after 512 cached tokens and {:.0f}% after {}, "
+               "{:.0f}x the reference, thread-invariant: {}\n",
+               100 * out["prefill_fraction_of_fma_peak"].get<double>(),
                100 * out["prefill_fraction_of_openblas"].get<double>(),
-               100 * out["gemm_fraction_of_openblas"].get<double>(),
-               100 * out["decode_fraction_of_bandwidth"].get<double>(),
+               100 * out["gemm_fraction_of_fma_peak"].get<double>(),
+               100 * out["decode_fraction_of_bandwidth_512"].get<double>(),
+               100 * out["decode_fraction_of_bandwidth"].get<double>(), a.quick ? 8192 : 32768,
                out["speedup_vs_reference"].get<double>(), out["thread_invariant"].get<bool>());
   return 0;
 }

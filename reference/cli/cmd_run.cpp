@@ -12,6 +12,7 @@
 #include "reference/cli/model_source.hpp"
 #include "reference/cli/progress.hpp"
 #include "reference/fast/model.hpp"
+#include "reference/fast/pack.hpp"
 #include "reference/fast/weights.hpp"
 #include "reference/deepseek/model.hpp"
 #include "reference/html/html_tracer.hpp"
@@ -36,7 +37,7 @@ struct RunArgs {
   bool progress = false;  // the progress line on stderr even when it is not a terminal
   bool fast = false;
   int threads = 0;                       // --fast: 0 = all hardware threads
-  std::string fast_weights = "f32";      // --fast: storage of the packed matrices
+  std::string fast_weights = "auto";     // --fast: storage of the packed matrices (fast_weight_type)
   const CLI::Option* attn_opt = nullptr;  // to tell an explicit --attn from its default
 };
 
@@ -58,14 +59,24 @@ int fast_threads(const RunArgs& a) {
   return a.threads > 0 ? a.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
 }
 
+// --fast-weights: f32, bf16, fp8, or auto: what a checkpoint (--model) stores (FP8 -> fp8,
+// BF16 -> bf16, else f32), and f32 for the generator's weights (float32 values).
+fast::WeightType fast_weight_type(const RunArgs& a, const Config& c) {
+  if (a.fast_weights != "auto") return fast::weight_type_from_string(a.fast_weights);
+  return a.source.model_dir.empty() ? fast::WeightType::F32 : fast::stored_weight_type(c);
+}
+
 // The fast path's logits [V, T], as double: prefill + decode with --decode-from, else one pass.
 arma::mat run_fast(const RunArgs& a, const ModelSource::Opened& m,
                    const std::vector<std::int64_t>& tokens, Tracer* tr) {
   fast::Options opt;
   opt.threads = fast_threads(a);
-  // Packed straight from the weight store, one layer at a time (no double copy of the model).
+  // Packed straight from the source, a block of rows at a time: FP8 and BF16 checkpoints keep
+  // their stored bytes, and the model is never held in double.
+  fast::PackOptions po;
+  po.threads = opt.threads;
   const fast::ModelWeightsF F =
-      fast::convert_weights(*m.weights, m.config, fast::weight_type_from_string(a.fast_weights));
+      fast::pack_weights(*m.source, m.config, fast_weight_type(a, m.config), po);
   const arma::fmat logits =
       a.decode_from >= 0 ? fast::forward_incremental(F, m.config, tokens, a.decode_from, opt, tr)
                          : fast::forward(F, m.config, tokens, 0, nullptr, opt, tr);
@@ -110,10 +121,13 @@ int run(const RunArgs& a) {
     throw std::invalid_argument(fmt::format("--mtp: model '{}' has no MTP module", a.source.config().name));
   if (a.fast) check_fast_options(a);
   // The weights stay where they are (checkpoint or generator) and are fetched layer by layer.
-  const ModelSource::Opened m = a.source.open(
-      a.mtp, T,
-      a.fast ? FastCopy{a.fast_weights == "bf16" ? 2.0 : 4.0, fmt::format("the fast path's {} copy", a.fast_weights)}
-             : FastCopy{});
+  FastCopy fast_copy;
+  if (a.fast) {
+    const fast::WeightType wt = fast_weight_type(a, a.source.config());
+    fast_copy = {fast::packed_model_bytes(a.source.config(), wt),
+                 fmt::format("the fast path's {} copy", fast::to_string(wt))};
+  }
+  const ModelSource::Opened m = a.source.open(a.mtp, T, fast_copy);
   const Config& c = m.config;
   ref::ForwardOptions opt = a.run.forward_options();
   const bool show_progress = !a.quiet && !a.json && (a.progress || ProgressLine::stderr_is_terminal());
@@ -186,7 +200,7 @@ int run(const RunArgs& a) {
     fmt::print("{}\n", describe_conventions(c));
     if (a.fast)
       fmt::print("fast path (float32 arithmetic, {} weights, absorbed attention, {} threads); tokens: {}\n",
-                 a.fast_weights, fast_threads(a), fmt::join(tokens, ","));
+                 fast::to_string(fast_weight_type(a, c)), fast_threads(a), fmt::join(tokens, ","));
     else
       fmt::print("attention form: {}; tokens: {}\n", a.run.attn, fmt::join(tokens, ","));
   }
@@ -300,9 +314,11 @@ const Register reg{Command{
           ->check(CLI::Range(1, 1024))
           ->needs(fast);
       sub.add_option("--fast-weights", a->fast_weights,
-                     "--fast: matrices stored as f32, or bf16 (exact for a BF16 checkpoint, "
-                     "else rounded to bfloat16)")
-          ->check(CLI::IsMember({"f32", "bf16"}))
+                     "--fast: matrices stored as f32, bf16 (exact for a BF16 checkpoint, else "
+                     "rounded), fp8 (e4m3 with 128x128 block scales: an FP8 checkpoint's own "
+                     "bytes, else quantised as init-model --dtype fp8 does), or auto (what the "
+                     "--model checkpoint stores; f32 for generated weights)")
+          ->check(CLI::IsMember({"auto", "f32", "bf16", "fp8"}))
           ->capture_default_str()
           ->needs(fast);
       a->attn_opt = sub.get_option("--attn");

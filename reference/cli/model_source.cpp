@@ -86,7 +86,7 @@ ModelSource::Opened ModelSource::open(bool with_mtp, std::int64_t T, const FastC
         "dry-run` to walk it without weights.",
         m.config.name, T, need / 1e9, have / 1e9));
   // The fast path packs every weight at once: refused before the first one is packed.
-  const double packed = fast.bytes_per_param > 0 ? fast.bytes_per_param * catalogue_params(m.config) : 0.0;
+  const double packed = fast.bytes;
   if (have > 0 && packed > 0 && need + packed > 0.75 * have)
     throw std::runtime_error(fmt::format(
         "model '{}' with {} tokens needs about {:.1f} GB: a working set of {:.1f} GB and {} of "

@@ -20,12 +20,12 @@
 
 namespace dsr1::cli {
 
-// The fast path's packed copy of every weight (reference/fast/weights.hpp), which `dsr1 run
-// --fast` holds besides the streamed working set: its bytes per parameter (4 for f32, 2 for
-// bf16) and how a refusal for lack of memory names it.
+// The fast path's packed copy of every weight (reference/fast/pack.hpp), which `dsr1 run
+// --fast` holds besides the working set: its bytes (fast::packed_model_bytes) and how a refusal
+// for lack of memory names it.
 struct FastCopy {
-  double bytes_per_param = 0;
-  std::string what;  // e.g. "the fast path's f32 copy"
+  double bytes = 0;
+  std::string what;  // e.g. "the fast path's fp8 copy"
 };
 
 struct ModelSource {

@@ -129,6 +129,44 @@ double stream_read_bandwidth(int threads, std::int64_t bytes, int reps) {
   return best;
 }
 
+namespace {
+typedef float v16f __attribute__((vector_size(64), aligned(64)));
+
+// iters x 12 x 16 multiply-adds on 12 independent accumulators (an FMA has a latency of about 4
+// cycles and two can start per cycle, so 8 or more independent chains keep the units busy).
+// a * m + c with m just below 1 and c small keeps every value near 1: no overflow, no subnormals.
+DSR1_FAST_CLONES
+float fma_loop(std::int64_t iters, float seed) {
+  v16f acc[12];
+  for (int j = 0; j < 12; ++j) acc[j] = v16f{} + (seed + static_cast<float>(j));
+  const v16f m = v16f{} + 0.9999999f, c = v16f{} + 1e-7f;
+  for (std::int64_t i = 0; i < iters; ++i)
+    for (int j = 0; j < 12; ++j) acc[j] = acc[j] * m + c;  // one fused multiply-add (-ffp-contract=fast)
+  v16f sum{};
+  for (int j = 0; j < 12; ++j) sum += acc[j];
+  float s = 0;
+  for (int i = 0; i < 16; ++i) s += sum[i];
+  return s;
+}
+}  // namespace
+
+double fma_peak_flops(int threads, int reps) {
+  const std::int64_t iters = std::int64_t{1} << 23;  // ~0.2 s per thread at ~100 GFLOP/s
+  double best = 0;
+  volatile float sink = 0;
+  for (int rep = 0; rep < reps; ++rep) {
+    std::vector<float> out(threads);
+    const auto t0 = std::chrono::steady_clock::now();
+    std::vector<std::thread> pool;
+    for (int t = 0; t < threads; ++t) pool.emplace_back([&, t] { out[t] = fma_loop(iters, static_cast<float>(t)); });
+    for (auto& th : pool) th.join();
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    for (float o : out) sink = sink + o;
+    best = std::max(best, static_cast<double>(threads) * iters * 12 * 16 * 2 / s);
+  }
+  return best;
+}
+
 std::int64_t peak_rss_bytes() {
   rusage u{};
   getrusage(RUSAGE_SELF, &u);

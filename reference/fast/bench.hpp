@@ -1,5 +1,6 @@
-// What `dsr1 bench` measures with: the medium benchmark config, the model's FLOP count, and a
-// streaming read benchmark for the machine's memory bandwidth.
+// What `dsr1 bench` measures with: the medium benchmark config, the model's FLOP count, and the
+// machine's own limits: a streaming read benchmark for its memory bandwidth and a
+// register-resident multiply-add loop for its float32 arithmetic peak.
 // Leaves out: the timing loops and the report (reference/cli/cmd_bench.cpp).
 #pragma once
 
@@ -32,6 +33,12 @@ double forward_flops(const Config& c, std::int64_t T, std::int64_t cached);
 // Read bandwidth in bytes/s: `threads` threads sum disjoint halves of a `bytes`-long buffer
 // (best of `reps` passes, after one warm-up pass).
 double stream_read_bandwidth(int threads, std::int64_t bytes, int reps);
+
+// The machine's float32 multiply-add peak in FLOP/s (a multiply-add = 2): `threads` threads at
+// once each run a loop of 12 independent vector fused multiply-adds on registers (16 floats each:
+// one AVX-512 register, two AVX2 registers), long enough that memory and loop overhead do not
+// count; best of `reps` runs. What a matrix product could reach if it never waited for memory.
+double fma_peak_flops(int threads, int reps);
 
 // Peak resident set size of this process (getrusage), in bytes.
 std::int64_t peak_rss_bytes();

@@ -5,6 +5,11 @@
 
 #include <algorithm>
 #include <bit>
+#include <cmath>
+#include <cstring>
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#include <immintrin.h>
+#endif
 #include <stdexcept>
 #include <type_traits>
 
@@ -149,6 +154,90 @@ void gemm_panels(std::int64_t m, std::int64_t n, std::int64_t kc, const std::uin
   gemm_panels_body(m, n, kc, a, a_panel, lda, b, b_panel, bk, bj, c, ldc, accumulate);
 }
 
+// The FP8 kernel, once per instruction set: gemm_fp8.inc is compiled three times, for AVX-512
+// (x86-64-v4), AVX2 (x86-64-v3) and baseline x86-64, each in its own namespace, and the copy for
+// the CPU the program runs on is picked once. (target_clones, used above, cannot be used here:
+// the widening uses each instruction set's own intrinsics, see gemm_fp8.inc.)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#pragma GCC push_options
+#pragma GCC target("arch=x86-64-v4")
+#define DSR1_FP8_ISA 4
+namespace isa_v4 {
+#include "reference/fast/gemm_fp8.inc"
+}  // namespace isa_v4
+#undef DSR1_FP8_ISA
+#pragma GCC pop_options
+#pragma GCC push_options
+#pragma GCC target("arch=x86-64-v3")
+#define DSR1_FP8_ISA 3
+namespace isa_v3 {
+#include "reference/fast/gemm_fp8.inc"
+}  // namespace isa_v3
+#undef DSR1_FP8_ISA
+#pragma GCC pop_options
+#endif
+#define DSR1_FP8_ISA 0
+namespace isa_base {
+#include "reference/fast/gemm_fp8.inc"
+}  // namespace isa_base
+#undef DSR1_FP8_ISA
+
+namespace {
+using Fp8Panels = void (*)(std::int64_t, std::int64_t, std::int64_t, const std::uint8_t*,
+                           std::int64_t, std::int64_t, const float*, std::int64_t, const float*,
+                           std::int64_t, std::int64_t, std::int64_t, float*, std::int64_t, bool,
+                           bool);
+// Every copy this CPU runs, best first.
+std::vector<std::pair<std::string, Fp8Panels>> fp8_copies() {
+  std::vector<std::pair<std::string, Fp8Panels>> copies;
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("x86-64-v4")) copies.emplace_back("x86-64-v4", isa_v4::gemm_panels_fp8);
+  if (__builtin_cpu_supports("x86-64-v3")) copies.emplace_back("x86-64-v3", isa_v3::gemm_panels_fp8);
+#endif
+  copies.emplace_back("x86-64", isa_base::gemm_panels_fp8);
+  return copies;
+}
+Fp8Panels pick_fp8_panels() { return fp8_copies().front().second; }
+}  // namespace
+
+std::vector<std::string> fp8_kernel_isas() {
+  std::vector<std::string> names;
+  for (const auto& c : fp8_copies()) names.push_back(c.first);
+  return names;
+}
+
+void gemm_panels_fp8_isa(const std::string& isa, std::int64_t m, std::int64_t n, std::int64_t kc,
+                         const std::uint8_t* a, std::int64_t a_panel, std::int64_t lda,
+                         const float* scale, std::int64_t scale_panel, const float* b,
+                         std::int64_t b_panel, std::int64_t bk, std::int64_t bj, float* c,
+                         std::int64_t ldc, bool accumulate, bool b_scaled) {
+  for (const auto& [name, f] : fp8_copies())
+    if (name == isa)
+      return f(m, n, kc, a, a_panel, lda, scale, scale_panel, b, b_panel, bk, bj, c, ldc,
+               accumulate, b_scaled);
+  throw std::invalid_argument(fmt::format("fast::gemm_panels_fp8_isa: this CPU has no FP8 kernel for '{}'", isa));
+}
+
+void gemm_panels(std::int64_t m, std::int64_t n, std::int64_t kc, const std::uint8_t* a,
+                 std::int64_t a_panel, std::int64_t lda, const float* scale,
+                 std::int64_t scale_panel, const float* b, std::int64_t b_panel, std::int64_t bk,
+                 std::int64_t bj, float* c, std::int64_t ldc, bool accumulate, bool b_scaled) {
+  static const Fp8Panels impl = pick_fp8_panels();
+  impl(m, n, kc, a, a_panel, lda, scale, scale_panel, b, b_panel, bk, bj, c, ldc, accumulate,
+       b_scaled);
+}
+
+float e4m3_to_float(std::uint8_t q) {
+  // Through the kernel this CPU uses: a 1 x 1 product of the weight q, scale 1, with input 1
+  // (row 0 is at slot fp8_slot(0) = 0).
+  std::uint8_t a[MR] = {q};
+  float scale[MR], b[NR] = {1.0f}, c[MR];
+  std::fill(scale, scale + MR, 1.0f);
+  gemm_panels(1, 1, 1, a, MR, MR, scale, MR, b, NR, 1, 1, c, MR, false, false);
+  return c[0];
+}
+
 DSR1_FAST_CLONES
 void gemm_rows16(std::int64_t m, std::int64_t n, std::int64_t kc, const float* a, std::int64_t lda,
                  const float* b, std::int64_t bk, std::int64_t bj, float* c, std::int64_t ldc,
@@ -173,32 +262,123 @@ void gemm_rows16(std::int64_t m, std::int64_t n, std::int64_t kc, const float* a
   if (n - j0 >= 1) micro_kernel16<1>(kc, a, lda, b + j0 * bj, bk, bj, c + j0 * ldc, ldc, m, accumulate);
 }
 
-const char* to_string(WeightType t) { return t == WeightType::BF16 ? "bf16" : "f32"; }
+const char* to_string(WeightType t) {
+  switch (t) {
+    case WeightType::BF16: return "bf16";
+    case WeightType::FP8: return "fp8";
+    default: return "f32";
+  }
+}
 
 WeightType weight_type_from_string(const std::string& s) {
   if (s == "f32") return WeightType::F32;
   if (s == "bf16") return WeightType::BF16;
-  throw std::invalid_argument(fmt::format("weight type '{}': expected f32 or bf16", s));
+  if (s == "fp8") return WeightType::FP8;
+  throw std::invalid_argument(fmt::format("weight type '{}': expected f32, bf16 or fp8", s));
+}
+
+PackedMatrix make_packed(std::int64_t M, std::int64_t K, WeightType type, std::int64_t B) {
+  if (M < 0 || K < 0 || (type == WeightType::FP8 && B < 1))
+    throw std::invalid_argument(fmt::format(
+        "fast::make_packed: [{} x {}] {} with scale block {}: sizes must be >= 0 and an FP8 "
+        "matrix needs a block >= 1", M, K, to_string(type), B));
+  PackedMatrix P;
+  P.rows = M;
+  P.cols = K;
+  P.type = type;
+  const std::size_t n = static_cast<std::size_t>(P.n_panels() * K * MR);
+  switch (type) {
+    case WeightType::F32: P.panels.assign(n, 0.0f); break;
+    case WeightType::BF16: P.panels_bf16.assign(n, 0); break;
+    case WeightType::FP8:
+      P.block = B;
+      P.panels_fp8.assign(n, 0);
+      P.scales.assign(static_cast<std::size_t>(P.n_panels() * P.n_kblocks() * MR), 0.0f);
+      break;
+  }
+  return P;
+}
+
+namespace {
+
+void check_rows(const PackedMatrix& P, std::int64_t r0, std::int64_t n, const char* fn) {
+  if (r0 < 0 || n < 0 || r0 + n > P.rows)
+    throw std::invalid_argument(fmt::format("fast::{}: rows {}..{} of a matrix with {} rows", fn,
+                                            r0, r0 + n - 1, P.rows));
+}
+
+// Where W(i, k) lives in the panels: (i / MR) * K * MR + k * MR + i % MR.
+std::size_t at(const PackedMatrix& P, std::int64_t i, std::int64_t k) {
+  return static_cast<std::size_t>((i / MR) * P.cols * MR + k * MR + i % MR);
+}
+
+}  // namespace
+
+void pack_rows(PackedMatrix& P, std::int64_t r0, std::int64_t n, const double* values) {
+  check_rows(P, r0, n, "pack_rows");
+  if (P.type == WeightType::FP8)
+    throw std::invalid_argument("fast::pack_rows: an FP8 matrix takes codes and scales (pack_rows_fp8)");
+  for (std::int64_t i = 0; i < n; ++i)
+    for (std::int64_t k = 0; k < P.cols; ++k) {
+      const float v = static_cast<float>(values[i * P.cols + k]);
+      if (P.type == WeightType::BF16) P.panels_bf16[at(P, r0 + i, k)] = safetensors::encode_bf16(v);
+      else P.panels[at(P, r0 + i, k)] = v;
+    }
+}
+
+void pack_rows_bf16(PackedMatrix& P, std::int64_t r0, std::int64_t n, const std::uint16_t* bits) {
+  check_rows(P, r0, n, "pack_rows_bf16");
+  if (P.type == WeightType::FP8)
+    throw std::invalid_argument("fast::pack_rows_bf16: an FP8 matrix takes codes and scales (pack_rows_fp8)");
+  for (std::int64_t i = 0; i < n; ++i)
+    for (std::int64_t k = 0; k < P.cols; ++k) {
+      const std::uint16_t b = bits[i * P.cols + k];
+      if (P.type == WeightType::BF16) P.panels_bf16[at(P, r0 + i, k)] = b;
+      else P.panels[at(P, r0 + i, k)] = widen(b);
+    }
+}
+
+void pack_rows_fp8(PackedMatrix& P, std::int64_t r0, std::int64_t n, const std::uint8_t* codes,
+                   const float* row_scales, const std::string& what) {
+  check_rows(P, r0, n, "pack_rows_fp8");
+  if (P.type != WeightType::FP8)
+    throw std::invalid_argument(fmt::format("fast::pack_rows_fp8: {}: the matrix is {}, not fp8",
+                                            what, to_string(P.type)));
+  const std::int64_t K = P.cols, n_kb = P.n_kblocks();
+  for (std::int64_t i = 0; i < n; ++i) {
+    const std::int64_t r = r0 + i;
+    for (std::int64_t k = 0; k < K; ++k) {
+      const std::uint8_t q = codes[i * K + k];
+      if ((q & 0x7F) == 0x7F)
+        throw std::invalid_argument(fmt::format(
+            "{}: element ({}, {}) is the e4m3 NaN code 0x{:02X}, expected a finite value", what, i, k, q));
+      P.panels_fp8[static_cast<std::size_t>((r / MR) * K * MR + k * MR + fp8_slot(r % MR))] = q;
+    }
+    for (std::int64_t b = 0; b < n_kb; ++b) {
+      const float s = row_scales[i * n_kb + b];
+      if (!std::isfinite(s) || s < 0)
+        throw std::invalid_argument(fmt::format(
+            "{}: the scale of row {}, column block {} is {}, expected a finite scale >= 0", what,
+            i, b, s));
+      P.scales[static_cast<std::size_t>((r / MR) * n_kb * MR + b * MR + r % MR)] = s;
+    }
+  }
 }
 
 namespace {
 // Packs W into MR-row panels (W(i, k) at (i / MR) * K * MR + k * MR + i % MR), padding rows zero.
 template <class Mat>
 PackedMatrix pack_any(const Mat& W, WeightType type) {
-  PackedMatrix P;
-  P.rows = static_cast<std::int64_t>(W.n_rows);
-  P.cols = static_cast<std::int64_t>(W.n_cols);
-  P.type = type;
-  const std::size_t n = static_cast<std::size_t>(P.n_panels() * P.cols * MR);
-  if (type == WeightType::BF16) P.panels_bf16.assign(n, 0);
-  else P.panels.assign(n, 0.0f);
+  if (type == WeightType::FP8)
+    throw std::invalid_argument(
+        "fast::pack_matrix: FP8 weights are packed from their codes and scales (pack_rows_fp8)");
+  PackedMatrix P = make_packed(static_cast<std::int64_t>(W.n_rows), static_cast<std::int64_t>(W.n_cols), type);
   const auto* w = W.memptr();
   for (std::int64_t k = 0; k < P.cols; ++k)
     for (std::int64_t i = 0; i < P.rows; ++i) {
-      const auto at = static_cast<std::size_t>((i / MR) * P.cols * MR + k * MR + i % MR);
       const float v = static_cast<float>(w[i + k * P.rows]);
-      if (type == WeightType::BF16) P.panels_bf16[at] = safetensors::encode_bf16(v);
-      else P.panels[at] = v;
+      if (type == WeightType::BF16) P.panels_bf16[at(P, i, k)] = safetensors::encode_bf16(v);
+      else P.panels[at(P, i, k)] = v;
     }
   return P;
 }
@@ -235,6 +415,18 @@ void gemm(const PackedMatrix& W, const float* X, std::int64_t ldx, std::int64_t 
   const float* xb = X;
   std::int64_t b_panel = 0, bk = 1, bj = ldx, nc = opt.nc;
   thread_local std::vector<float> packed_x;  // the calling thread's buffer (workers get a pointer)
+  // FP8: the kernel widens each code to its value times 2^-120 and needs a factor 2^120 back
+  // (gemm_fp8.inc). Applied to X (x_scale) it costs one multiplication per input instead of one
+  // per weight, which is what decode spends its time on; x 2^120 must stay finite, so only
+  // when every |X| < 2^7 (else the kernel multiplies). Either way each product is the same real
+  // number, rounded once in the same sum: the same bits.
+  float x_scale = 1.0f;
+  if (W.type == WeightType::FP8) {
+    float x_max = 0.0f;
+    for (std::int64_t j = 0; j < N; ++j)
+      for (std::int64_t k = 0; k < K; ++k) x_max = std::max(x_max, std::fabs(X[j * ldx + k]));
+    if (x_max < 0x1p7f) x_scale = 0x1p120f;  // false for NaN too
+  }
   if (N > 1) {
     const std::int64_t x_panels = (N + NR - 1) / NR;
     packed_x.resize(static_cast<std::size_t>(x_panels * K * NR));  // padding columns are never read
@@ -244,27 +436,51 @@ void gemm(const PackedMatrix& W, const float* X, std::int64_t ldx, std::int64_t 
       float* dst = px + p * K * NR;
       for (std::int64_t j = 0; j < n; ++j) {
         const float* xj = X + (p * NR + j) * ldx;
-        for (std::int64_t k = 0; k < K; ++k) dst[k * NR + j] = xj[k];
+        for (std::int64_t k = 0; k < K; ++k) dst[k * NR + j] = xj[k] * x_scale;
       }
     });
     xb = px;
     b_panel = K * NR, bk = NR, bj = 1;
     nc = (nc + NR - 1) / NR * NR;
+  } else if (x_scale != 1.0f) {  // one column, scaled into the buffer
+    packed_x.resize(static_cast<std::size_t>(K));
+    for (std::int64_t k = 0; k < K; ++k) packed_x[k] = X[k] * x_scale;
+    xb = packed_x.data();
+    bj = K;
   }
+  const bool b_scaled = x_scale != 1.0f;
   const std::int64_t row_blocks = (M + mc - 1) / mc, col_blocks = (N + nc - 1) / nc;
   parallel_for(opt.threads, row_blocks * col_blocks, [&](std::int64_t task) {
     const std::int64_t r0 = (task % row_blocks) * mc, c0 = (task / row_blocks) * nc;
     const std::int64_t m = std::min(mc, M - r0), n = std::min(nc, N - c0);
     const float* xc = xb + (c0 / NR) * b_panel;  // c0 is 0 or a multiple of NR
-    for (std::int64_t k0 = 0; k0 < K; k0 += kc) {
-      const std::int64_t kk = std::min(kc, K - k0);
-      if (W.type == WeightType::BF16)
-        gemm_panels(m, n, kk, W.panel_bf16(r0 / MR) + k0 * MR, K * MR, MR, xc + k0 * bk, b_panel,
-                    bk, bj, Y + r0 + c0 * ldy, ldy, accumulate || k0 > 0);
-      else
-        gemm_panels(m, n, kk, W.panel(r0 / MR) + k0 * MR, K * MR, MR, xc + k0 * bk, b_panel, bk,
-                    bj, Y + r0 + c0 * ldy, ldy, accumulate || k0 > 0);
+    // With at most NR columns (decode) each 32-row panel goes through all of K before the next
+    // panel, so its weights are read as one sequential stream: bursts of one slice of four
+    // interleaved panels (4 KB with FP8) kept the hardware prefetcher from following them, and
+    // FP8 decode waited on its loads. Every element's sum still runs slice after slice.
+    const std::int64_t rows_step = n <= NR ? MR : m;
+    if (W.type == WeightType::FP8) {
+      // One slice per scale block: its sum times each row's scale, added to Y block after block.
+      const std::int64_t B = W.block, scale_panel = W.n_kblocks() * MR;
+      for (std::int64_t i0 = 0; i0 < m; i0 += rows_step)
+        for (std::int64_t k0 = 0; k0 < K; k0 += B)
+          gemm_panels(std::min(rows_step, m - i0), n, std::min(B, K - k0),
+                      W.panel_fp8((r0 + i0) / MR) + k0 * MR, K * MR, MR,
+                      W.panel_scales((r0 + i0) / MR) + (k0 / B) * MR, scale_panel, xc + k0 * bk,
+                      b_panel, bk, bj, Y + r0 + i0 + c0 * ldy, ldy, accumulate || k0 > 0, b_scaled);
+      return;
     }
+    for (std::int64_t i0 = 0; i0 < m; i0 += rows_step)
+      for (std::int64_t k0 = 0; k0 < K; k0 += kc) {
+        const std::int64_t kk = std::min(kc, K - k0), mm = std::min(rows_step, m - i0);
+        float* y = Y + r0 + i0 + c0 * ldy;
+        if (W.type == WeightType::BF16)
+          gemm_panels(mm, n, kk, W.panel_bf16((r0 + i0) / MR) + k0 * MR, K * MR, MR, xc + k0 * bk,
+                      b_panel, bk, bj, y, ldy, accumulate || k0 > 0);
+        else
+          gemm_panels(mm, n, kk, W.panel((r0 + i0) / MR) + k0 * MR, K * MR, MR, xc + k0 * bk,
+                      b_panel, bk, bj, y, ldy, accumulate || k0 > 0);
+      }
   });
 }
 

@@ -3,7 +3,8 @@
 //
 // Layout. W [M, K] (out, in) is packed once into panels of MR = 32 rows: panel p holds rows
 // p*MR .. p*MR+MR-1 as K consecutive groups of MR weights (W(p*MR + r, k) at k*MR + r), the last
-// panel padded with zero rows; each weight a float32 or a bfloat16 (WeightType below).
+// panel padded with zero rows; each weight a float32, a bfloat16 or an FP8 code with its block
+// scale (WeightType below).
 // X [K, N] and Y [M, N] are column-major with one token per column, as everywhere in dsr1.
 //
 // Blocking. X is first copied, once per product and in parallel, into panels of NR = 8 columns
@@ -19,7 +20,9 @@
 //
 // Order of the sums. Y(i, j) = sum over slices s of (sum over k in slice s of W(i,k) X(k,j)),
 // each slice summed from zero in k order and then added to Y in slice order. That order depends
-// on kc only: never on the thread count (options.hpp).
+// on kc only: never on the thread count (options.hpp). FP8 weights: the slices are the scale
+// blocks (kc = B whatever Options::kc says), each block's sum times its scale added in order,
+// so an FP8 product depends on neither kc nor the thread count.
 #pragma once
 
 #include <armadillo>
@@ -49,9 +52,26 @@ inline constexpr std::int64_t MR16 = 16;  // rows of the narrow tile (gemm_rows1
 // weight-bound decode streams half as much. The micro-kernel widens each weight to float32 as
 // it loads it (exact: a bfloat16 is a float32 with 16 zero bits), so every product and sum is
 // float32 either way; only the weights' values differ, by their rounding to bfloat16.
-enum class WeightType { F32, BF16 };
-const char* to_string(WeightType t);                // "f32", "bf16"
+//
+// FP8 is how DeepSeek-V3 and R1 ship their linear maps (spec §10): one byte per weight, an
+// e4m3 code q (1 sign, 4 exponent, 3 mantissa bits), and one float32 scale s per B x B block
+// (B = 128), W(i, k) = q(i, k) * s(i / B, k / B). The packed matrix keeps the codes in the same
+// MR-row panels (one byte each) and, beside them, each row's scales: scale(i, b) is the scale of
+// row i's b-th block of B columns (rows of one checkpoint block share it; storing it per row
+// lets a packed matrix stack rows of several tensors, or permute them, freely). The kernel
+// widens each code to float32 exactly and, as DeepSeek's own FP8 GEMM does, sums one block of
+// B products in float32 from zero, then multiplies that block sum by the block's scale and adds
+// it to Y:   Y(i, j) = sum over blocks b, in order, of s(i, b) * (sum_{k in b} q(i, k) X(k, j)).
+enum class WeightType { F32, BF16, FP8 };
+const char* to_string(WeightType t);                // "f32", "bf16", "fp8"
 WeightType weight_type_from_string(const std::string& s);  // throws naming the accepted names
+
+// Where row r (0 <= r < MR) of a panel keeps its code within each k's 32 bytes of an FP8 panel:
+// rows 4L .. 4L+3 at slots 8L .. 8L+3 and rows 16+4L .. 16+4L+3 at slots 8L+4 .. 8L+7, the order
+// in which the kernel's widening unpacks them (gemm_fp8.inc, step 4).
+constexpr std::int64_t fp8_slot(std::int64_t r) {
+  return r < 16 ? (r / 4) * 8 + r % 4 : ((r - 16) / 4) * 8 + 4 + (r - 16) % 4;
+}
 
 struct PackedMatrix {
   std::int64_t rows = 0;      // M
@@ -59,18 +79,49 @@ struct PackedMatrix {
   WeightType type = WeightType::F32;
   std::vector<float> panels;               // F32: ceil(M/MR) panels of K*MR floats
   std::vector<std::uint16_t> panels_bf16;  // BF16: the same layout, bfloat16 bit patterns
+  std::vector<std::uint8_t> panels_fp8;    // FP8: the same layout, e4m3 codes (rows of a k in fp8_slot order)
+  std::int64_t block = 0;                  // FP8: B, the scale block of the inner dimension
+  // FP8: per panel, n_kblocks() groups of MR scales: scale(i, b) at
+  // (i / MR) * n_kblocks() * MR + b * MR + i % MR (padding rows 0).
+  std::vector<float> scales;
   const float* panel(std::int64_t p) const { return panels.data() + p * cols * MR; }
   const std::uint16_t* panel_bf16(std::int64_t p) const { return panels_bf16.data() + p * cols * MR; }
+  const std::uint8_t* panel_fp8(std::int64_t p) const { return panels_fp8.data() + p * cols * MR; }
+  const float* panel_scales(std::int64_t p) const { return scales.data() + p * n_kblocks() * MR; }
   std::int64_t n_panels() const { return (rows + MR - 1) / MR; }
-  // Bytes of the real (unpadded) weights: what one pass over the matrix reads.
-  std::int64_t bytes() const { return rows * cols * (type == WeightType::BF16 ? 2 : 4); }
+  std::int64_t n_kblocks() const { return block > 0 ? (cols + block - 1) / block : 0; }
+  // Bytes of the real (unpadded) weights: what one pass over the matrix reads (FP8: the codes
+  // and every row's scales).
+  std::int64_t bytes() const {
+    if (type == WeightType::FP8) return rows * cols + rows * n_kblocks() * 4;
+    return rows * cols * (type == WeightType::BF16 ? 2 : 4);
+  }
 };
 
 // Packs W [M, K] as float32 (the generator's weights are float32 values, so exactly), or as
 // bfloat16, rounded to nearest even (exact when W holds bfloat16 values, e.g. from a BF16
-// checkpoint).
+// checkpoint). FP8 is refused here: its codes and scales come from pack_rows_fp8.
 PackedMatrix pack_matrix(const arma::mat& W, WeightType type = WeightType::F32);
 PackedMatrix pack_matrix(const arma::fmat& W, WeightType type = WeightType::F32);
+
+// Packing a row block at a time (reference/fast/pack.cpp fills matrices straight from a
+// checkpoint or the generator this way, never holding a second whole copy):
+// an all-zero [M, K] matrix of `type` (FP8: with scale block B along K) ...
+PackedMatrix make_packed(std::int64_t M, std::int64_t K, WeightType type, std::int64_t B = 0);
+// ... then rows r0 .. r0+n-1 from values [n, K] row-major: stored as float32 (F32) or rounded
+// to bfloat16 (BF16); refused for FP8;
+void pack_rows(PackedMatrix& P, std::int64_t r0, std::int64_t n, const double* values);
+// ... or from bfloat16 bit patterns [n, K] row-major: kept (BF16) or widened exactly (F32);
+void pack_rows_bf16(PackedMatrix& P, std::int64_t r0, std::int64_t n, const std::uint16_t* bits);
+// ... or, for FP8, from e4m3 codes [n, K] row-major and each row's block scales [n, ceil(K/B)]
+// row-major. Throws std::invalid_argument for a NaN code (0x7F, 0xFF: e4m3fn has no infinity)
+// or a scale that is not finite and >= 0; `what` names the tensor in the message.
+void pack_rows_fp8(PackedMatrix& P, std::int64_t r0, std::int64_t n, const std::uint8_t* codes,
+                   const float* row_scales, const std::string& what);
+
+// The exact float32 value of an e4m3 code (the kernel's widening; 0x7F and 0xFF, NaN in e4m3fn,
+// are refused when packing and never reach it).
+float e4m3_to_float(std::uint8_t q);
 
 // Y[:, 0..N-1] = W X (or += when accumulate). X: [K, N] with column stride ldx >= K;
 // Y: [M, N] with column stride ldy >= M. Parallel over mc x nc blocks of Y (options.hpp).
@@ -92,6 +143,27 @@ void gemm_panels(std::int64_t m, std::int64_t n, std::int64_t kc, const float* a
 void gemm_panels(std::int64_t m, std::int64_t n, std::int64_t kc, const std::uint16_t* a,
                  std::int64_t a_panel, std::int64_t lda, const float* b, std::int64_t b_panel,
                  std::int64_t bk, std::int64_t bj, float* c, std::int64_t ldc, bool accumulate);
+
+// The same with A stored as e4m3 codes (a panel of an FP8 PackedMatrix) and one scale per row
+// of A for the whole kc-long sum (kc at most one scale block): the scale of row r is
+// scale[(r / MR) * scale_panel + r % MR]. The sum over k runs in order from zero, is multiplied
+// by the row's scale and then stored or added to C. b_scaled: B holds its values times 2^120,
+// and the codes are widened without that factor (gemm_fp8.inc); the products, and so the
+// result, are the same.
+void gemm_panels(std::int64_t m, std::int64_t n, std::int64_t kc, const std::uint8_t* a,
+                 std::int64_t a_panel, std::int64_t lda, const float* scale,
+                 std::int64_t scale_panel, const float* b, std::int64_t b_panel, std::int64_t bk,
+                 std::int64_t bj, float* c, std::int64_t ldc, bool accumulate, bool b_scaled);
+
+// The FP8 kernel is compiled once per instruction set (gemm_fp8.inc) and gemm_panels uses the
+// best one this CPU runs. For tests, which check every copy: the copies this CPU can run, best
+// first ("x86-64-v4" = AVX-512, "x86-64-v3" = AVX2, "x86-64"), and gemm_panels through one of them.
+std::vector<std::string> fp8_kernel_isas();
+void gemm_panels_fp8_isa(const std::string& isa, std::int64_t m, std::int64_t n, std::int64_t kc,
+                         const std::uint8_t* a, std::int64_t a_panel, std::int64_t lda,
+                         const float* scale, std::int64_t scale_panel, const float* b,
+                         std::int64_t b_panel, std::int64_t bk, std::int64_t bj, float* c,
+                         std::int64_t ldc, bool accumulate, bool b_scaled);
 
 // The narrow variant for at most MR16 = 16 rows (decode: one query per head, 16 heads fill the
 // tile, where the 32-row tile would be half padding): C[m, n] (+)= A B with m <= 16 and

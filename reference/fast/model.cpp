@@ -57,7 +57,7 @@ arma::fmat forward(const ModelWeightsF& W, const Config& c, const std::vector<st
     if (tokens[t] < 0 || tokens[t] >= V)
       throw std::invalid_argument(fmt::format(
           "fast::forward: token {} at index {} is outside the vocabulary [0, {})", tokens[t], t, V));
-    std::copy_n(W.E.colptr(static_cast<arma::uword>(tokens[t])), d, h.colptr(t));
+    W.E.row(tokens[t], h.colptr(t));
   }
   TRACE(tr, "embed.h", h);
 

@@ -3,9 +3,12 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <bit>
 #include <stdexcept>
 
 #include "reference/deepseek/mla.hpp"
+#include "reference/io/safetensors.hpp"
 
 namespace dsr1::fast {
 namespace {
@@ -62,15 +65,40 @@ ModelWeightsF convert_weights(const ModelWeights& W, const Config& c, WeightType
   return convert_weights(InMemoryStore(W, c), c, type);
 }
 
+void EmbeddingF::row(std::int64_t v, float* out) const {
+  if (type == WeightType::BF16) {
+    const std::uint16_t* r = bf16.data() + v * d;
+    for (std::int64_t i = 0; i < d; ++i)
+      out[i] = std::bit_cast<float>(static_cast<std::uint32_t>(r[i]) << 16);
+  } else {
+    std::copy_n(f32.data() + v * d, d, out);
+  }
+}
+
 ModelWeightsF convert_weights(const WeightStore& W, const Config& c, WeightType type) {
+  if (type == WeightType::FP8)
+    throw std::invalid_argument(
+        "fast::convert_weights: FP8 codes and block scales are packed from a checkpoint or the "
+        "generator (fast::pack_weights), not from double-precision weights");
   const std::int64_t d = c.d(), L = c.num_hidden_layers;
   const auto V = static_cast<std::uint64_t>(c.vocab_size);
   ModelWeightsF F;
   F.type = type;
-  F.E.set_size(static_cast<arma::uword>(d), V);  // [d, V], filled a block of tokens at a time
+  F.E.V = c.vocab_size;
+  F.E.d = d;
+  F.E.type = type;
+  if (type == WeightType::BF16) F.E.bf16.resize(V * d);
+  else F.E.f32.resize(V * d);
   for (std::uint64_t first = 0; first < V; first += WeightStore::kHeadRowBlock) {
     const std::uint64_t n = std::min(WeightStore::kHeadRowBlock, V - first);
-    F.E.cols(first, first + n - 1) = arma::conv_to<arma::fmat>::from(W.embedding_rows(first, n).t());
+    const arma::mat rows = W.embedding_rows(first, n);  // [n, d]
+    for (std::uint64_t v = 0; v < n; ++v)
+      for (std::int64_t i = 0; i < d; ++i) {
+        const float x = static_cast<float>(rows(v, i));
+        const std::size_t at = (first + v) * d + i;
+        if (type == WeightType::BF16) F.E.bf16[at] = safetensors::encode_bf16(x);
+        else F.E.f32[at] = x;
+      }
   }
   F.w_final_norm = to_floats(W.final_norm());
   {
@@ -104,7 +132,8 @@ ModelWeightsF convert_weights(const WeightStore& W, const Config& c, WeightType 
 
 std::int64_t decode_weight_bytes(const ModelWeightsF& W, const Config& c) {
   auto ffn_bytes = [](const FfnWeightsF& f) { return f.W_gate_up.bytes() + f.W_down.bytes(); };
-  std::int64_t bytes = W.W_head.bytes() + c.d() * 4 * 2;  // head, one embedding column, final norm
+  // the head, one embedding row, the final norm
+  std::int64_t bytes = W.W_head.bytes() + W.E.bytes() / std::max<std::int64_t>(1, W.E.V) + c.d() * 4;
   for (const BlockWeightsF& b : W.layers) {
     bytes += b.attn.W_x.bytes() + b.attn.W_q.bytes() + b.attn.W_O.bytes() + c.d() * 4 * 2;
     for (const auto& p : b.attn.W_UK_T) bytes += p.bytes();

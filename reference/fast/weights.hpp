@@ -1,8 +1,9 @@
-// The model's parameters for the fast path: packed for gemm.hpp, converted once from the
-// double-precision reference weights (reference/deepseek/weights.hpp). Every packed matrix (each linear
-// map, the router and the LM head: nearly all the bytes) is stored as float32 or bfloat16
-// (WeightType, gemm.hpp); the embedding table and the RMSNorm weights stay float32, the gate
-// bias double (the reference's routing rules run in double).
+// The model's parameters for the fast path: packed for gemm.hpp, straight from a checkpoint or
+// the generator (pack.hpp), or converted from the double-precision reference weights
+// (reference/deepseek/weights.hpp, below). Every packed matrix (each linear map, the router and
+// the LM head: nearly all the bytes) is stored as float32, bfloat16 or FP8 with block scales
+// (WeightType, gemm.hpp); the embedding table as float32 or bfloat16, the RMSNorm weights
+// float32, the gate bias double (the reference's routing rules run in double).
 // Leaves out: the MTP module (the fast path runs the main model only).
 //
 // Fusions (each saves one pass over the activations and one parallel region; the products are
@@ -57,18 +58,30 @@ struct BlockWeightsF {
   MoeWeightsF moe;
 };
 
+// The embedding table: token v's row of E^T [V, d], contiguous, as float32 or (with bf16 and
+// fp8 weights, as the release stores it) bfloat16. A forward pass reads one row per token.
+struct EmbeddingF {
+  std::int64_t V = 0, d = 0;
+  WeightType type = WeightType::F32;  // F32 or BF16
+  std::vector<float> f32;             // [V, d] row-major (F32)
+  std::vector<std::uint16_t> bf16;    // [V, d] row-major (BF16)
+  void row(std::int64_t v, float* out) const;  // token v's embedding, widened to float32
+  std::int64_t bytes() const { return V * d * (type == WeightType::BF16 ? 2 : 4); }
+};
+
 struct ModelWeightsF {
-  WeightType type = WeightType::F32;  // of every PackedMatrix below
-  arma::fmat E;                       // [d, V]
+  WeightType type = WeightType::F32;  // what the run asked for (pack.hpp: which matrix gets what)
+  EmbeddingF E;                       // [V, d]
   std::vector<BlockWeightsF> layers;  // L
   std::vector<float> w_final_norm;    // [d]
   PackedMatrix W_head;                // [V, d]
 };
 
 // Converts (and checks the shapes of) the reference weights; throws std::invalid_argument
-// naming the matrix on a mismatch with the config. With WeightType::BF16 every matrix is
-// rounded to bfloat16 (nearest even): exact when the weights came from a BF16 checkpoint,
-// otherwise the fast path computes the model with its matrices so rounded.
+// naming the matrix on a mismatch with the config. With WeightType::BF16 every matrix and the
+// embedding are rounded to bfloat16 (nearest even): exact when the weights came from a BF16
+// checkpoint, otherwise the fast path computes the model with its matrices so rounded.
+// WeightType::FP8 is refused: FP8 codes and scales are packed from a source (pack.hpp).
 ModelWeightsF convert_weights(const ModelWeights& W, const Config& c,
                               WeightType type = WeightType::F32);
 // The same, packing straight from a weight store (a checkpoint or the generator), one layer and
@@ -79,7 +92,7 @@ FfnWeightsF convert_ffn(const FfnWeights& W, WeightType type = WeightType::F32);
 // One layer's attention (checked with ref::check_mla_weights): for full-scale single layers.
 MlaWeightsF convert_mla(const MlaWeights& A, const Config& c, WeightType type = WeightType::F32);
 
-// Bytes of weights (as stored: 4 or 2 per matrix entry) a single decode step reads (attention, router, shared and dense
+// Bytes of weights (as stored: 4, 2, or 1 plus the scales, per matrix entry) a single decode step reads (attention, router, shared and dense
 // MLPs, the head, one embedding column, and K routed experts per MoE layer), for the benchmark.
 std::int64_t decode_weight_bytes(const ModelWeightsF& W, const Config& c);
 

@@ -373,4 +373,13 @@ void Checkpoint::read_rows_transposed(const std::string& name, std::uint64_t fir
   counters_.values_dequantised += count * cols;
 }
 
+std::vector<std::uint8_t> Checkpoint::read_stored_rows(const std::string& name, std::uint64_t first,
+                                                       std::uint64_t count) const {
+  const st::File& f = file(name);
+  check_row_range(describe(), name, f.info(name).shape, first, count);
+  std::vector<std::uint8_t> bytes = f.read_raw_rows(name, first, count);
+  counters_.bytes_read += bytes.size();
+  return bytes;
+}
+
 }  // namespace dsr1

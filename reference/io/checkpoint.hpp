@@ -71,6 +71,12 @@ class Checkpoint : public TensorSource {
   const std::string& file_of(const std::string& name) const;  // the shard holding it
   std::size_t num_files() const { return files_.size(); }
 
+  // Rows first .. first+count-1 exactly as stored (dtype(name); little-endian, row-major; no
+  // conversion, no FP8 scales applied), for the fast path, which keeps FP8 and BF16 weights in
+  // their stored form (fast/pack.hpp). The file pages are released as read_rows does.
+  std::vector<std::uint8_t> read_stored_rows(const std::string& name, std::uint64_t first,
+                                             std::uint64_t count) const;
+
  private:
   // The block scales of FP8 weight `name` (validated: F32, 2-D, finite, >= 0), read whole.
   struct Fp8Scales {

@@ -427,6 +427,17 @@ std::vector<double> File::read_rows(const std::string& name, std::uint64_t first
   return out;
 }
 
+std::vector<std::uint8_t> File::read_raw_rows(const std::string& name, std::uint64_t first,
+                                              std::uint64_t count) const {
+  const TensorInfo& t = info(name);
+  const std::uint8_t* p = raw_rows(name, first, count);
+  const std::uint64_t rows = t.shape.empty() ? 1 : t.shape[0];
+  const std::uint64_t bytes = count * (rows == 0 ? 0 : t.numel() / rows) * dtype_size(t.dtype);
+  std::vector<std::uint8_t> out(p, p + bytes);
+  release_rows(name, first, count);
+  return out;
+}
+
 std::vector<double> decode(const TensorInfo& t, const std::uint8_t* data) {
   std::vector<double> out(t.numel());
   decode_values(t.dtype, data + t.begin, out.size(), out.data());

@@ -106,6 +106,11 @@ class File {
   const std::uint8_t* raw_rows(const std::string& name, std::uint64_t first,
                                std::uint64_t count) const;
   void release_rows(const std::string& name, std::uint64_t first, std::uint64_t count) const;
+  // Rows first .. first+count-1 as stored (little-endian bytes, row-major), copied out; the file
+  // pages are handed back afterwards as read_rows does. For the fast path, which keeps FP8 and
+  // BF16 weights in their stored form instead of widening them to double.
+  std::vector<std::uint8_t> read_raw_rows(const std::string& name, std::uint64_t first,
+                                          std::uint64_t count) const;
 
  private:
   std::string path_;
