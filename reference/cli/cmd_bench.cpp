@@ -248,7 +248,9 @@ int bench(const BenchArgs& a) {
     std::vector<std::int64_t> lengths = a.quick ? std::vector<std::int64_t>{256} : std::vector<std::int64_t>{256, 1024};
     for (std::int64_t T : lengths) {
       const auto tokens = tokens_of(T);
-      const double s = best_seconds(a.quick ? 1 : 2, 1, [&] {
+      // Best of 5: a prefill is under a second, and on a shared machine a single run often
+      // loses a core for part of it (three runs of best-of-2 gave 55-75% of the FMA peak).
+      const double s = best_seconds(a.quick ? 1 : 5, 1, [&] {
         fast::ModelCache cache = fast::make_cache(c, T);
         fast::forward(F, c, tokens, 0, &cache, opt, nullptr);
       });
