@@ -9,6 +9,23 @@
 
 namespace dsr1::fast {
 
+namespace {
+
+// How many times an idle thread looks at the pool's state before it goes to sleep (a few tens of
+// microseconds). Decode issues one small product after another, each taking tens of
+// microseconds; putting the worker to sleep after each and waking it for the next (a futex and a
+// reschedule each way) showed up as 9% of FP8 decode's cycles. Spinning briefly catches the next
+// job awake. Which thread runs a task still changes nothing in the results.
+constexpr int kSpins = 4000;
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();  // tells the core this is a spin loop
+#endif
+}
+
+}  // namespace
+
 ThreadPool::ThreadPool(int threads) {
   if (threads < 1 || threads > 1024)
     throw std::invalid_argument(fmt::format("ThreadPool: threads = {}, expected 1 .. 1024", threads));
@@ -40,6 +57,10 @@ void ThreadPool::work_on_current_job() {
 void ThreadPool::worker_loop() {
   std::uint64_t seen = 0;
   for (;;) {
+    for (int spin = 0; spin < kSpins && generation_.load(std::memory_order_acquire) == seen &&
+                       !stop_.load(std::memory_order_acquire);
+         ++spin)
+      cpu_relax();
     {
       std::unique_lock<std::mutex> lock(mutex_);
       wake_.wait(lock, [&] { return stop_ || generation_ != seen; });
@@ -68,6 +89,7 @@ void ThreadPool::run(std::int64_t n_tasks, const std::function<void(std::int64_t
   }
   wake_.notify_all();
   work_on_current_job();
+  for (int spin = 0; spin < kSpins && busy_.load(std::memory_order_acquire) != 0; ++spin) cpu_relax();
   std::exception_ptr error;
   {
     std::unique_lock<std::mutex> lock(mutex_);

@@ -38,12 +38,14 @@ class ThreadPool {
   std::mutex mutex_;
   std::condition_variable wake_;
   std::condition_variable done_;
-  std::uint64_t generation_ = 0;
-  bool stop_ = false;
+  // Atomic so that an idle thread can spin on them for a few microseconds before it sleeps
+  // (thread_pool.cpp); they are still changed under mutex_, which orders the job's fields.
+  std::atomic<std::uint64_t> generation_{0};
+  std::atomic<bool> stop_{false};
   const std::function<void(std::int64_t)>* job_ = nullptr;
   std::int64_t n_tasks_ = 0;
   std::atomic<std::int64_t> next_{0};
-  int busy_ = 0;  // workers still inside the current job
+  std::atomic<int> busy_{0};  // workers still inside the current job
   std::exception_ptr error_;
 };
 
