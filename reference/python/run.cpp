@@ -1,0 +1,145 @@
+#include "reference/python/run.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <chrono>
+#include <memory>
+#include <thread>
+
+#include "reference/cli/progress.hpp"
+#include "reference/deepseek/model.hpp"
+#include "reference/fast/model.hpp"
+#include "reference/fast/pack.hpp"
+#include "reference/io/memory_reuse.hpp"
+
+namespace dsr1::python {
+namespace {
+
+// Keeps every selected tensor, in the order the run records them.
+struct KeepingTracer : Tracer {
+  using Tracer::Tracer;
+  std::vector<RecordingTracer::Entry> kept;
+  void on_tensor(const std::string& name, const TensorView& x) override {
+    if (!x.data) return;  // shape-only records carry no values
+    kept.push_back({name, x.shape, std::vector<double>(x.data, x.data + x.numel()), {}});
+  }
+};
+
+fast::WeightType fast_weight_type(const cli::ModelSource& s, const Config& c) {
+  return s.model_dir.empty() ? fast::WeightType::F32 : fast::stored_weight_type(c);
+}
+
+// Opens the model, turning ModelSource's refusal for lack of memory into DoesNotFit.
+cli::ModelSource::Opened open_model(const cli::ModelSource& s, bool mtp, std::int64_t T,
+                                    const cli::FastCopy& fast) {
+  try {
+    return s.open(mtp, T, fast);
+  } catch (const std::runtime_error& e) {
+    if (std::string(e.what()).find("but this machine has") != std::string::npos) throw DoesNotFit(e.what());
+    throw;
+  }
+}
+
+// Forward passes over every layer (for the progress line's ETA), as `dsr1 run` counts them.
+std::int64_t count_passes(const RunRequest& r, std::int64_t T) {
+  if (r.fast) return 0;
+  std::int64_t passes = r.decode_from < 0 ? 1 : (r.decode_from > 0 ? 1 : 0) + (T - r.decode_from);
+  if (r.mtp && r.decode_from >= 0) ++passes;
+  return passes;
+}
+
+}  // namespace
+
+std::string fast_weight_name(const cli::ModelSource& source, const Config& c) {
+  return fast::to_string(fast_weight_type(source, c));
+}
+
+RunResult run_model(const cli::ModelSource& source, const RunRequest& req) {
+  const auto started = std::chrono::steady_clock::now();
+  const auto T = static_cast<std::int64_t>(req.tokens.size());
+  if (T == 0) throw std::invalid_argument("tokens: empty list");
+  const Config cfg = source.config();
+  if (req.decode_from > T)
+    throw std::invalid_argument(fmt::format("decode_from: {} is past the {} tokens", req.decode_from, T));
+  // The attention form: naive by default, absorbed for the fast path (the only form it has).
+  const std::string attn = req.attn.empty() ? (req.fast ? "absorbed" : "naive") : req.attn;
+  if (attn != "naive" && attn != "absorbed")
+    throw std::invalid_argument(fmt::format("attn: '{}' is neither 'naive' nor 'absorbed'", attn));
+  if (req.mtp && cfg.num_nextn_predict_layers == 0)
+    throw std::invalid_argument(fmt::format("mtp: model '{}' has no MTP module", cfg.name));
+  if (req.fast && req.mtp)
+    throw std::invalid_argument("mtp: the fast path runs the main model only; use fast=False for MTP");
+  if (req.fast && attn != "absorbed")
+    throw std::invalid_argument(fmt::format("attn: the fast path computes the absorbed form only, '{}' was given", attn));
+
+  cli::FastCopy fast_copy;
+  if (req.fast) {
+    const fast::WeightType wt = fast_weight_type(source, cfg);
+    fast_copy = {fast::packed_model_bytes(cfg, wt), fmt::format("the fast path's {} copy", fast::to_string(wt))};
+  }
+  const cli::ModelSource::Opened m = open_model(source, req.mtp, T, fast_copy);
+  const Config& c = m.config;
+
+  std::unique_ptr<KeepingTracer> rec;
+  if (!req.trace.empty()) rec = std::make_unique<KeepingTracer>(req.trace);
+  Tracer* tr = rec.get();
+
+  cli::ProgressLine progress(req.progress, count_passes(req, T), c.num_hidden_layers, *m.source, *m.weights);
+  ref::ForwardOptions opt;
+  opt.attn = attn == "absorbed" ? ref::AttnForm::Absorbed : ref::AttnForm::Naive;
+  opt.on_layer_begin = [](std::int64_t l, std::int64_t) {
+    if (l == 0) release_freed_memory();  // a new pass: hand back what the last one left free
+  };
+  opt.on_layer_done = [&](std::int64_t l, std::int64_t L) {
+    progress.layer_done(l, L);
+    if (req.after_layer) req.after_layer(l, L);
+  };
+
+  RunResult out;
+  out.fast = req.fast;
+  try {
+    if (req.fast) {
+      // As `dsr1 run --fast`: every weight packed from the source (fast::pack_weights), then one
+      // pass (fast::forward) or prefill + decode (fast::forward_incremental).
+      fast::Options fo;
+      fo.threads = req.threads > 0 ? req.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+      fast::PackOptions po;
+      po.threads = fo.threads;
+      const fast::ModelWeightsF F = fast::pack_weights(*m.source, c, fast_weight_type(source, c), po);
+      out.logits_f = req.decode_from >= 0 ? fast::forward_incremental(F, c, req.tokens, req.decode_from, fo, tr)
+                                          : fast::forward(F, c, req.tokens, 0, nullptr, fo, tr);
+    } else {
+      arma::mat h_final;
+      const WeightStore& W = *m.weights;
+      if (req.decode_from >= 0) out.logits = ref::forward_incremental(W, c, req.tokens, req.decode_from, opt, tr);
+      else out.logits = ref::forward_hidden(W, c, req.tokens, 0, nullptr, opt, tr, &h_final);
+      if (req.mtp) {
+        if (req.decode_from >= 0) ref::forward_hidden(W, c, req.tokens, 0, nullptr, opt, nullptr, &h_final);
+        out.mtp_logits = ref::mtp_forward(W, c, h_final, req.tokens, opt, tr);
+      }
+    }
+  } catch (...) {
+    progress.finish();
+    throw;
+  }
+  progress.finish();
+  if (rec) {
+    // A glob that selected nothing is a mistake in the name, as with `dsr1 run --trace`.
+    for (const auto& g : req.trace) {
+      const bool hit = std::any_of(rec->kept.begin(), rec->kept.end(),
+                                   [&](const RecordingTracer::Entry& e) { return glob_match(g, e.name); });
+      if (!hit)
+        throw std::invalid_argument(fmt::format(
+            "trace: '{}' matched none of the {} traced tensors of this run (names look like "
+            "'layers.0.attn.scores'; trace=['*'] keeps them all)",
+            g, rec->seen()));
+    }
+    // The entries move out: their buffers become the arrays' memory (module.cpp), no copy.
+    out.tensors = std::move(rec->kept);
+  }
+  out.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  return out;
+}
+
+}  // namespace dsr1::python
