@@ -128,10 +128,14 @@ py::dict run(const cli::ModelSource& source, const std::vector<std::int64_t>& to
   return out;
 }
 
+// An array argument as C-contiguous float64 (pybind11 converts, and copies only when it must).
+using DoubleArray = py::array_t<double, py::array::c_style | py::array::forcecast>;
+using Items = std::vector<std::tuple<std::string, DoubleArray, std::string>>;
+
 // One tensor set for the comparator: a path (golden set, .safetensors, .npy, .npz, directory of
 // .npy) or in-memory entries (name, float64 array, dtype label) ordered by the forward pass.
 compare::TensorSet entries_set(const std::string& description,
-                               const std::vector<std::tuple<std::string, py::array_t<double>, std::string>>& items,
+                               const Items& items,
                                const std::string& config_path) {
   std::vector<compare::TensorSet::Entry> entries;
   for (const auto& [name, arr, dtype] : items) {
@@ -190,9 +194,9 @@ PYBIND11_MODULE(_dsr1, m) {
   m.def(
       "compare",
       [](const std::string& ref_path, const std::string& ref_desc,
-         const std::vector<std::tuple<std::string, py::array_t<double>, std::string>>& ref_items,
+         const Items& ref_items,
          const std::string& cand_path, const std::string& cand_desc,
-         const std::vector<std::tuple<std::string, py::array_t<double>, std::string>>& cand_items,
+         const Items& cand_items,
          const std::string& config_path, const std::string& preset, const std::vector<std::string>& names,
          bool all) {
         compare::Options opt;

@@ -41,7 +41,7 @@ def test_must_show_one_liner():
 def test_run_equals_cli_dump_bit_for_bit(dsr1_bin, tmp_path, args):
     tokens = [3, 17, 5, 99, 42]
     dump = str(tmp_path / "cli.safetensors")
-    cli = ["run", "--preset", "tiny-v3", "--seed", "2", "--tokens", ",".join(map(str, tokens)), "--trace", "layers.1.*",
+    cli = ["run", "--preset", "tiny-v3", "--seed", "2", "--tokens", ",".join(map(str, tokens)), "--trace", "*layers.1.*",
            "--dump", dump, "--quiet"]
     if "attn" in args:
         cli += ["--attn", args["attn"]]
@@ -51,7 +51,7 @@ def test_run_equals_cli_dump_bit_for_bit(dsr1_bin, tmp_path, args):
         cli += ["--mtp"]
     run_cli(dsr1_bin, *cli)
     want = read_dump(dump)
-    r = dsr1.Model(preset="tiny-v3", seed=2).run(tokens, trace=["layers.1.*"], **args)
+    r = dsr1.Model(preset="tiny-v3", seed=2).run(tokens, trace=["*layers.1.*"], **args)
     assert np.array_equal(r.logits, want["logits"]), "logits differ from `dsr1 run --dump`"
     if args.get("mtp"):
         assert np.array_equal(r.mtp_logits, want["mtp.logits"])
@@ -103,7 +103,6 @@ def test_load_golden():
     r = m.run(g.tokens, trace="*")
     rep = dsr1.compare(g, r, preset="f64", names=list(r.tensors))
     assert rep.ok, str(rep)
-    assert np.array_equal(r.logits, g.tensors["logits"])
 
 
 def perturbed(golden, name, index, delta):
@@ -156,7 +155,8 @@ def test_compare_in_memory_equals_cli(dsr1_bin, tmp_path, case):
         assert rep.first_divergence.status == "SHAPE"
         assert "transposed" in " ".join(rep.first_divergence.notes)
     else:
-        assert rep.ok and rep.missing == 1
+        assert rep.ok and rep.missing == len(g.tensors) - len(cand)
+        assert next(r for r in rep.rows if r.name == "layers.0.attn.c_q").status == "missing"
 
 
 def test_float32_candidate_gets_float32_tolerance():

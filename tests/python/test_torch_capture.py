@@ -45,7 +45,8 @@ def test_capture_passes_at_float32_tolerance(golden):
     assert rep.ok, str(rep)
     compared = [r for r in rep.rows if r.status == "PASS"]
     assert len(compared) == len(cap.tensors)
-    assert {r.tolerance_preset for r in compared} == {"f32"}
+    # float32 tensors at the float32 tolerance; the router's expert ids (int64) are compared as sets
+    assert {r.tolerance_preset for r in compared if not r.name.endswith("moe.experts")} == {"f32"}
     # the tolerance is not loose for this candidate: float64 arithmetic would be held to f64
     model64, _ = deepseek_torch.load(V3, torch.float64)
     cap64 = capture_run(model64, list(golden.tokens))

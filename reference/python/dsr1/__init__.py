@@ -209,8 +209,8 @@ def load_golden(path):
 
 # ---- the comparator --------------------------------------------------------------------------------
 
-_DTYPE_LABEL = {"float64": "F64", "float32": "F32", "float16": "F16", "int64": "I64", "int32": "I32",
-                "int16": "I16", "int8": "I8", "uint8": "U8", "uint16": "I32", "uint32": "I64"}
+# The dtypes a tensor may have; its label is numpy's own ("<f4"), as `dsr1 compare` shows an .npz's.
+_COMPARABLE = {"float64", "float32", "float16", "int64", "int32", "int16", "int8", "uint8", "uint16", "uint32"}
 
 
 def _as_numpy(name, value):
@@ -227,9 +227,8 @@ def _as_numpy(name, value):
             value = np.asarray(value)
         else:
             raise ValueError(f"tensor '{name}': expected a numpy array or a torch tensor, got {type(value).__name__}")
-    kind = value.dtype.name
-    if label is None:
-        label = _DTYPE_LABEL.get(kind)
+    if label is None and value.dtype.name in _COMPARABLE:
+        label = value.dtype.str
     if label is None:
         raise ValueError(f"tensor '{name}': dtype {value.dtype} cannot be compared (expected a float or integer array)")
     # Non-contiguous arrays (a slice, a transposed view, torch's permute) are copied in row-major order.
