@@ -6,8 +6,9 @@
 //
 // Memory: a tensor the library computed (logits, traced tensors) is handed to numpy without a
 // copy: its buffer moves into a capsule that numpy's array keeps alive. The GIL is released
-// while the library works; between two decoder layers the run takes it back for a moment to
-// let Python handle a pending signal, so Ctrl-C stops a long run within a layer.
+// while the library works; between two decoder layers and before each read of weights the run
+// takes it back for a moment to let Python handle a pending signal, so Ctrl-C stops a long run
+// within a fraction of a second.
 #include <Python.h>
 #include <fmt/format.h>
 #include <pybind11/functional.h>
@@ -86,7 +87,7 @@ py::dict run(const cli::ModelSource& source, const std::vector<std::int64_t>& to
   req.mtp = mtp;
   req.threads = threads;
   req.progress = progress;
-  req.after_layer = [](std::int64_t, std::int64_t) {
+  req.check_interrupt = [] {
     py::gil_scoped_acquire gil;
     if (PyErr_CheckSignals() != 0) throw PythonErrorPending{};
   };

@@ -26,6 +26,32 @@ struct KeepingTracer : Tracer {
   }
 };
 
+// The model's weight source with a check before every read: a layer of a large model fetches its
+// weights in many reads (each matrix, each routed expert, the LM head a block of rows at a time),
+// so an interrupt is noticed within one read rather than one layer.
+class CheckedSource : public TensorSource {
+ public:
+  CheckedSource(const TensorSource& inner, std::function<void()> check) : inner_(inner), check_(std::move(check)) {}
+  bool has(const std::string& name) const override { return inner_.has(name); }
+  std::vector<std::uint64_t> shape(const std::string& name) const override { return inner_.shape(name); }
+  TensorData read_rows(const std::string& name, std::uint64_t first, std::uint64_t count) const override {
+    if (check_) check_();
+    return inner_.read_rows(name, first, count);
+  }
+  void read_rows_transposed(const std::string& name, std::uint64_t first, std::uint64_t count, double* dst,
+                            std::uint64_t ld) const override {
+    if (check_) check_();
+    inner_.read_rows_transposed(name, first, count, dst, ld);
+  }
+  std::vector<std::string> names() const override { return inner_.names(); }
+  std::string describe() const override { return inner_.describe(); }
+  const SourceCounters& counters() const override { return inner_.counters(); }
+
+ private:
+  const TensorSource& inner_;
+  std::function<void()> check_;
+};
+
 fast::WeightType fast_weight_type(const cli::ModelSource& s, const Config& c) {
   return s.model_dir.empty() ? fast::WeightType::F32 : fast::stored_weight_type(c);
 }
@@ -85,7 +111,10 @@ RunResult run_model(const cli::ModelSource& source, const RunRequest& req) {
   if (!req.trace.empty()) rec = std::make_unique<KeepingTracer>(req.trace);
   Tracer* tr = rec.get();
 
-  cli::ProgressLine progress(req.progress, count_passes(req, T), c.num_hidden_layers, *m.source, *m.weights);
+  // The weights of the reference path come through the checked source.
+  const CheckedSource checked(*m.source, req.check_interrupt);
+  const SourceStore store(c, checked, req.mtp);
+  cli::ProgressLine progress(req.progress, count_passes(req, T), c.num_hidden_layers, *m.source, store);
   ref::ForwardOptions opt;
   opt.attn = attn == "absorbed" ? ref::AttnForm::Absorbed : ref::AttnForm::Naive;
   opt.on_layer_begin = [](std::int64_t l, std::int64_t) {
@@ -93,7 +122,7 @@ RunResult run_model(const cli::ModelSource& source, const RunRequest& req) {
   };
   opt.on_layer_done = [&](std::int64_t l, std::int64_t L) {
     progress.layer_done(l, L);
-    if (req.after_layer) req.after_layer(l, L);
+    if (req.check_interrupt) req.check_interrupt();
   };
 
   RunResult out;
@@ -111,7 +140,7 @@ RunResult run_model(const cli::ModelSource& source, const RunRequest& req) {
                                           : fast::forward(F, c, req.tokens, 0, nullptr, fo, tr);
     } else {
       arma::mat h_final;
-      const WeightStore& W = *m.weights;
+      const WeightStore& W = store;
       if (req.decode_from >= 0) out.logits = ref::forward_incremental(W, c, req.tokens, req.decode_from, opt, tr);
       else out.logits = ref::forward_hidden(W, c, req.tokens, 0, nullptr, opt, tr, &h_final);
       if (req.mtp) {

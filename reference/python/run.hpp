@@ -25,9 +25,9 @@ struct RunRequest {
   bool mtp = false;                // also run the MTP head (V3)
   int threads = 0;                 // fast path: 0 = every hardware thread
   bool progress = false;           // the progress line on stderr (reference/cli/progress.hpp)
-  // Called after every decoder layer of every pass, (l, L); may throw to abort the run (the
-  // Python module checks for Ctrl-C there).
-  std::function<void(std::int64_t, std::int64_t)> after_layer;
+  // Called after every decoder layer and before every read of weights (the reference path); may
+  // throw to abort the run: the Python module checks for Ctrl-C there.
+  std::function<void()> check_interrupt;
 };
 
 struct RunResult {

@@ -1,6 +1,7 @@
 """Ctrl-C stops a long run within a second: the run releases the GIL and checks for signals
 between layers, raising KeyboardInterrupt."""
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -12,7 +13,9 @@ signal.signal(signal.SIGINT, signal.default_int_handler)   # even if the parent 
 import dsr1
 m = dsr1.Model(preset="deepseek-v2-lite")
 try:
-    m.run(list(range(1, 33)), progress=True)   # 27 layers of generated weights: several seconds
+    # 27 layers whose weights are generated as they run, a few experts each: about 3 s in all,
+    # 0.1-0.3 s a layer (more tokens would route to more experts and make each layer longer)
+    m.run([1, 2], progress=True)
     print("finished", flush=True)
 except KeyboardInterrupt:
     print("KeyboardInterrupt", flush=True)
@@ -25,7 +28,7 @@ def test_ctrl_c_stops_a_run_within_a_second():
     # Wait until the progress line shows the run past its first layer, so the run is under way.
     seen = b""
     deadline = time.monotonic() + 60
-    while b"layer 2/27" not in seen:
+    while not re.search(rb"layer ([2-9]|1[0-9])/27", seen):
         chunk = os.read(p.stderr.fileno(), 4096)
         assert chunk and time.monotonic() < deadline, f"the run never got going: {seen!r}"
         seen += chunk

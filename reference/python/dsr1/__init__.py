@@ -137,8 +137,8 @@ class Model:
         threads      fast path threads (0: every hardware thread)
         progress     the progress line on stderr (default: when stderr is a terminal)
 
-        The GIL is released while the model runs; Ctrl-C raises KeyboardInterrupt between two
-        layers (the fast path has no layer callback and finishes its call first).
+        The GIL is released while the model runs; Ctrl-C raises KeyboardInterrupt after the
+        current layer or weight read (the fast path has no such checks and finishes its call).
         """
         toks = _token_list(tokens)
         if trace is None:
