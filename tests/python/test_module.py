@@ -195,3 +195,23 @@ def test_every_golden_directory_loads_and_compares_with_itself():
         rep = dsr1.compare(d, d)
         assert rep.ok and rep.missing == 0, f"{d}:\n{rep}"
         assert len(dsr1.load_golden(d).tensors) == len(rep.rows)
+
+
+def test_type_stubs_name_the_real_api():
+    """Every function and class of the .pyi stubs exists in the package, and vice versa for the
+    public API (__all__), so editors complete what is there."""
+    import ast
+    pkg = os.path.dirname(dsr1.__file__)
+    assert os.path.exists(os.path.join(pkg, "py.typed"))
+    for mod, stub in ((dsr1, "__init__.pyi"), (dsr1.generator, "generator.pyi")):
+        tree = ast.parse(open(os.path.join(pkg, stub)).read())
+        names = {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+        for n in names:
+            assert hasattr(mod, n), f"{stub} names {n}, which {mod.__name__} does not have"
+        for n in mod.__all__:
+            assert n in names or n == "generator", f"{mod.__name__}.{n} has no stub in {stub}"
+    import dsr1.torch as dsr1_torch
+    tree = ast.parse(open(os.path.join(pkg, "torch.pyi")).read())
+    for n in tree.body:
+        if isinstance(n, (ast.FunctionDef, ast.ClassDef)) and not n.name.startswith("_"):
+            assert hasattr(dsr1_torch, n.name), n.name
