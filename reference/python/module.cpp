@@ -26,6 +26,7 @@
 #include "reference/deepseek/loader.hpp"
 #include "reference/io/generator.hpp"
 #include "reference/python/run.hpp"
+#include "reference/text/tokenizer.hpp"
 #include "reference/tools/compare.hpp"
 #include "reference/tools/model_info.hpp"
 
@@ -250,5 +251,41 @@ PYBIND11_MODULE(_dsr1, m) {
         return out;
       },
       py::arg("preset"));
+  // The tokenizer (reference/text/tokenizer.hpp). Text is UTF-8; decode gives text with invalid
+  // UTF-8 (ids that end inside a character) replaced by U+FFFD, as HF's decode does.
+  py::class_<text::Tokenizer>(m, "Tokenizer")
+      .def_static("from_file", [](const std::string& path) {
+        py::gil_scoped_release nogil;
+        return text::Tokenizer::from_file(path);
+      })
+      .def("encode", [](const text::Tokenizer& t, const std::string& s) {
+        py::gil_scoped_release nogil;
+        return t.encode(s);
+      })
+      .def("pre_tokenize", &text::Tokenizer::pre_tokenize)
+      .def("decode", [](const text::Tokenizer& t, const std::vector<std::int64_t>& ids) {
+        std::string bytes;
+        try {
+          bytes = t.decode(ids);
+        } catch (const std::out_of_range& e) {
+          throw std::invalid_argument(e.what());
+        }
+        PyObject* u = PyUnicode_DecodeUTF8(bytes.data(), static_cast<Py_ssize_t>(bytes.size()), "replace");
+        if (!u) throw py::error_already_set();
+        return py::reinterpret_steal<py::str>(u);
+      })
+      .def("token_bytes", [](const text::Tokenizer& t, std::int64_t id) {
+        try {
+          return py::bytes(t.token_bytes(id));
+        } catch (const std::out_of_range& e) {
+          throw std::invalid_argument(e.what());
+        }
+      })
+      .def("vocab_size", &text::Tokenizer::vocab_size)
+      .def("id_of", [](const text::Tokenizer& t, const std::string& token) { return t.id_of(token); })
+      .def("is_special", &text::Tokenizer::is_special)
+      .def("origin", &text::Tokenizer::origin);
+  m.def("default_tokenizer_path", &text::default_tokenizer_path);
+
   m.attr("__version__") = DSR1_VERSION;
 }

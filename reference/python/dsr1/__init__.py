@@ -27,7 +27,7 @@ from . import generator  # noqa: F401  (dsr1.generator.value / tensor)
 
 __version__ = _dsr1.__version__
 __all__ = ["Model", "RunResult", "load_golden", "Golden", "compare", "Report", "TensorRow", "Divergence",
-           "generator", "presets", "tolerance_presets"]
+           "generator", "presets", "tolerance_presets", "Tokenizer"]
 
 
 def presets():
@@ -363,3 +363,57 @@ def compare(reference, candidate, preset=None, names=None, all=False, config=Non
     cp, cd, ci = _tensor_items("candidate", candidate)
     text, j = _dsr1.compare(rp, rd, ri, cp, cd, ci, config_path, preset or "", names, bool(all))
     return Report(text, json.loads(j))
+
+
+# ---- the tokenizer -----------------------------------------------------------------------------
+
+class Tokenizer:
+    """DeepSeek's byte-level BPE tokenizer, read from a Hugging Face tokenizer.json
+    (reference/text/tokenizer.hpp, docs/tokenizer.md): the same ids as `dsr1 tokenize`.
+
+    path  a tokenizer.json; default: $DSR1_TOKENIZER, else DeepSeek-V3's tokenizer.json that
+          .ci/install-deps installs
+    """
+
+    def __init__(self, path=None):
+        if path is None:
+            path = _dsr1.default_tokenizer_path()
+        self.path = _existing(path, "tokenizer")
+        self._t = _dsr1.Tokenizer.from_file(self.path)
+
+    def __repr__(self):
+        return f"dsr1.Tokenizer({self.path!r}, vocab_size={self.vocab_size})"
+
+    @property
+    def vocab_size(self):
+        """Highest id + 1."""
+        return self._t.vocab_size()
+
+    def encode(self, text):
+        """Token ids of text (str, or UTF-8 bytes), without a BOS: added tokens first, then the
+        pre-tokenizer and BPE. Invalid UTF-8 raises ValueError naming the byte offset."""
+        if isinstance(text, str):
+            text = text.encode("utf-8", errors="surrogatepass")
+        if not isinstance(text, (bytes, bytearray)):
+            raise ValueError(f"text: expected str or bytes, got {type(text).__name__}")
+        return list(self._t.encode(bytes(text)))
+
+    def decode(self, ids):
+        """The text of token ids (bytes that are not UTF-8 become U+FFFD). An id outside the
+        vocabulary raises ValueError naming it."""
+        return self._t.decode(_token_list(ids) if len(ids) else [])
+
+    def token_bytes(self, id):  # noqa: A002
+        """The bytes one token decodes to (possibly part of a UTF-8 character)."""
+        return self._t.token_bytes(int(id))
+
+    def id_of(self, token):
+        """The id of a token by its vocabulary string ("<｜User｜>", "Ġthe"), or None."""
+        return self._t.id_of(token)
+
+    def is_special(self, id):  # noqa: A002
+        return self._t.is_special(int(id))
+
+    def pre_tokenize(self, text):
+        """The pieces BPE sees, in the byte alphabet ("Ġworld"), added tokens as pieces of their own."""
+        return list(self._t.pre_tokenize(text.encode("utf-8") if isinstance(text, str) else bytes(text)))
