@@ -673,7 +673,8 @@ std::string tensor_table(const std::string& name, const TensorView& x, int preci
   for (std::uint64_t r = 0; r < rows; ++r) {
     s += "<tr>";
     if (x.shape.size() >= 2) s += fmt::format("<th>{}</th>", r);
-    for (std::uint64_t j = 0; j < cols; ++j) s += fmt::format("<td>{}</td>", escape(number(x.data[r * cols + j], precision)));
+    for (std::uint64_t j = 0; j < cols; ++j)
+      s += fmt::format("<td>{}</td>", escape(number(x.data[r * cols + j], holds_indices(name) ? 0 : precision)));
     s += "</tr>";
   }
   return s + "</table></div>\n";
