@@ -204,7 +204,9 @@ std::string attention_heatmap(const std::string& title, const arma::mat& probs,
   const double left = std::max(70.0, 34 + 8 * longest(query_labels, rows_labelled, probs.n_rows));
   const double top = cols_labelled ? 30 + 8 * longest(key_labels, true, probs.n_cols) : 40.0;
   const bool numbers_inside = cell >= 44;
-  std::string s = svg_open(left + T_k * cell + 20, top + T * cell + 70);
+  // Wide enough for the grid and for the legend with its "masked" key (~150 px of text).
+  const double legend_width = std::min(240.0, std::max(160.0, T_k * cell));
+  std::string s = svg_open(std::max(left + T_k * cell + 20, left + legend_width + 36 + 150), top + T * cell + 70);
   s += text(left + T_k * cell / 2, 14, "key j (column)", "middle", 13);
   s += text(14, top + T * cell / 2, "query t (row)", "middle", 13, "#000000",
             fmt::format("transform=\"rotate(-90 14 {:.1f})\"", top + T * cell / 2));
@@ -304,7 +306,7 @@ std::string router_bars(const std::string& title, const RouterView& r, int preci
   const double zero_y = top + height * top_value / (top_value - low_value);
   const auto y_of = [&](double v) { return zero_y - height * v / (top_value - low_value); };
   const double width = left + N_r * per_expert + 20;
-  std::string s = svg_open(std::max(width, 520.0), top + height + (n_group ? 90 : 60));
+  std::string s = svg_open(std::max(width, 520.0), top + height + (n_group ? 100 : 64));
   std::vector<bool> chosen(N_r, false);
   for (arma::uword e : r.chosen)
     if (e < N_r) chosen[e] = true;
@@ -318,11 +320,11 @@ std::string router_bars(const std::string& title, const RouterView& r, int preci
       s += rect(x, top, per_group * per_expert, height, kept ? "#fff4e0" : "#eeeeee", "group",
                 fmt::format("group {}: score {}, {}", g, score, kept ? "kept" : "dropped"),
                 "stroke=\"#bbbbbb\"");
-      s += text(x + per_group * per_expert / 2, top + height + 42,
+      s += text(x + per_group * per_expert / 2, top + height + 52,
                 fmt::format("group {} {}", g, kept ? "kept" : "dropped"), "middle", 13,
                 kept ? "#000000" : "#777777");
       if (!score.empty())
-        s += text(x + per_group * per_expert / 2, top + height + 56, score, "middle", 13,
+        s += text(x + per_group * per_expert / 2, top + height + 69, score, "middle", 13,
                   kept ? "#000000" : "#777777");
     }
   }
@@ -352,9 +354,9 @@ std::string router_bars(const std::string& title, const RouterView& r, int preci
       s += text(left + (e + 0.5) * per_expert, std::min(y_of(v), zero_y) - 4, number(v, std::min(precision, 3)),
                 "middle", 13, kChosen);
   }
-  s += text(left + N_r * per_expert / 2, top + height + 30, "expert", "middle", 14);
+  s += text(left + N_r * per_expert / 2, top + height + 34, "expert", "middle", 14);
   // Key.
-  const double kx = left, ky = top + height + (n_group ? 70 : 40);
+  const double kx = left, ky = top + height + (n_group ? 80 : 44);
   s += rect(kx, ky, 12, 12, kPlain, "legend-step", "") + text(kx + 16, ky + 11, "score s", "start", 14);
   s += rect(kx + 90, ky, 12, 12, kChosen, "legend-step", "") + text(kx + 106, ky + 11, "chosen", "start", 14);
   if (biased)
@@ -581,58 +583,78 @@ std::string kv_cache_curve(const std::string& title, const Config& c) {
 // ---- MLA data flow --------------------------------------------------------------------------
 
 std::string mla_flow_diagram(const std::string& title, const FlowShapes& f) {
+  const bool absorbed = !f.q_tilde.empty() || !f.z.empty();
+  const bool q_lora = !f.c_q.empty();
+  // A grid of seven columns (col * 188 px) and five rows; every edge label sits where no box is
+  // (tests/html/check_labels.mjs measures it in Chromium: whole, inside the picture, over no box).
+  const double w = 122, h = 46;
+  const auto col = [](int c) { return 10.0 + 188.0 * c; };
+  const double row_a = 20, row_b = 90, row_c = 160, row_d = 230, row_e = 300;
   struct Node {
     const char* name;
     const std::vector<std::uint64_t>* shape;
     double x, y;
     bool cached;
   };
-  const bool absorbed = !f.q_tilde.empty() || !f.z.empty();
-  const bool q_lora = !f.c_q.empty();
-  const double w = 150, h = 46;
   std::vector<Node> nodes = {
-      {"x (attn_norm)", &f.x, 10, 150, false},
-      {"c_q", &f.c_q, 200, 40, false},
-      {"c_q_hat", &f.c_q_hat, 380, 40, false},
-      {"q_nope", &f.q_nope, 560, 10, false},
-      {"q_rope", &f.q_rope, 560, 70, false},
-      {"c_kv", &f.c_kv, 200, 170, false},
-      {"c_kv_hat", &f.c_kv_hat, 380, 170, true},
-      {"k_rope", &f.k_rope, 380, 260, true},
+      {"x (attn_norm)", &f.x, col(0), row_c, false},
+      {"q_nope", &f.q_nope, col(3), row_a, false},
+      {"q_rope", &f.q_rope, col(3), row_b, false},
+      {"c_kv", &f.c_kv, col(1), row_c, false},
+      {"c_kv_hat", &f.c_kv_hat, col(2), row_c, true},
+      {"k_rope", &f.k_rope, col(3), row_e, true},
   };
-  if (absorbed) {
-    nodes.push_back({"q_tilde", &f.q_tilde, 560, 140, false});
-    nodes.push_back({"z", &f.z, 920, 170, false});
-  } else {
-    nodes.push_back({"k_nope", &f.k_nope, 560, 150, false});
-    nodes.push_back({"v", &f.v, 560, 210, false});
+  if (q_lora) {  // V2-Lite projects the query straight from x: no c_q
+    nodes.push_back({"c_q", &f.c_q, col(1), row_a, false});
+    nodes.push_back({"c_q_hat", &f.c_q_hat, col(2), row_a, false});
   }
-  nodes.push_back({"probs", &f.probs, 740, 100, false});
-  nodes.push_back({"o", &f.o, 920, 60, false});
-  nodes.push_back({"u", &f.u, 1100, 60, false});
+  if (absorbed) {
+    nodes.push_back({"q_tilde", &f.q_tilde, col(4), row_a, false});
+    nodes.push_back({"probs", &f.probs, col(4), row_c, false});
+    nodes.push_back({"z", &f.z, col(5), row_d, false});
+    nodes.push_back({"o", &f.o, col(6), row_c, false});
+    nodes.push_back({"u", &f.u, col(6), row_e, false});
+  } else {
+    nodes.push_back({"k_nope", &f.k_nope, col(3), row_c, false});
+    nodes.push_back({"v", &f.v, col(3), row_d, false});
+    nodes.push_back({"probs", &f.probs, col(4), row_c, false});
+    nodes.push_back({"o", &f.o, col(5), row_c, false});
+    nodes.push_back({"u", &f.u, col(6), row_c, false});
+  }
   const auto find = [&](const std::string& name) -> const Node& {
     for (const Node& n : nodes)
       if (name == n.name) return n;
     throw std::logic_error("mla_flow_diagram: no node " + name);
   };
-  std::string s = svg_open(1260, 320);
-  // Arrow from the right edge of `a` to the left edge of `b`, with its head drawn as a triangle.
-  const auto arrow = [&](const std::string& a, const std::string& b, const std::string& label) {
+  std::string s = svg_open(1280, 390);
+  // Arrow from the right edge of `a` to the left edge of `b` (or, within one column, from the
+  // bottom of `a` to the top of `b`), its head a triangle. The label sits at the fraction `along`
+  // of the edge, centred above it (or, with beside, starting just right of it; always so for a
+  // vertical edge), on a white halo so that lines under it do not blur it.
+  const auto arrow = [&](const std::string& a, const std::string& b, const std::string& label, double along = 0.5,
+                         bool beside = false) {
     const Node& p = find(a);
     const Node& q = find(b);
-    const double x1 = p.x + w, y1 = p.y + h / 2, x2 = q.x, y2 = q.y + h / 2;
+    const bool down = p.x == q.x;
+    const double x1 = down ? p.x + w / 2 : p.x + w, y1 = down ? p.y + h : p.y + h / 2;
+    const double x2 = down ? q.x + w / 2 : q.x, y2 = down ? q.y : q.y + h / 2;
     const double len = std::hypot(x2 - x1, y2 - y1), ux = (x2 - x1) / len, uy = (y2 - y1) / len;
     std::string a_s = line(x1, y1, x2 - 8 * ux, y2 - 8 * uy, "#555555", 1.5);
     a_s += fmt::format("<polygon points=\"{:.1f},{:.1f} {:.1f},{:.1f} {:.1f},{:.1f}\" fill=\"#555555\"/>", x2, y2,
                        x2 - 9 * ux - 4 * uy, y2 - 9 * uy + 4 * ux, x2 - 9 * ux + 4 * uy, y2 - 9 * uy - 4 * ux);
-    if (!label.empty()) a_s += text((x1 + x2) / 2, (y1 + y2) / 2 - 5, label, "middle", 10, "#555555");
+    if (!label.empty()) {
+      const double lx = x1 + along * (x2 - x1), ly = y1 + along * (y2 - y1);
+      const std::string halo = "class=\"edge-label\" paint-order=\"stroke\" stroke=\"#ffffff\" stroke-width=\"3\"";
+      a_s += down || beside ? text(lx + 6, ly + 4, label, "start", 11, "#333333", halo)
+                            : text(lx, ly - 5, label, "middle", 11, "#333333", halo);
+    }
     return a_s;
   };
   if (q_lora) {
     s += arrow("x (attn_norm)", "c_q", "W_DQ");
     s += arrow("c_q", "c_q_hat", "RMSNorm");
     s += arrow("c_q_hat", "q_nope", "W_UQ");
-    s += arrow("c_q_hat", "q_rope", "W_QR, RoPE");
+    s += arrow("c_q_hat", "q_rope", "W_QR, RoPE", 0.45, true);
   } else {
     s += arrow("x (attn_norm)", "q_nope", "W_UQ");
     s += arrow("x (attn_norm)", "q_rope", "W_QR, RoPE");
@@ -643,18 +665,20 @@ std::string mla_flow_diagram(const std::string& title, const FlowShapes& f) {
   if (absorbed) {
     s += arrow("q_nope", "q_tilde", "W_UK^T");
     s += arrow("q_tilde", "probs", "· c_kv_hat");
-    s += arrow("c_kv_hat", "z", "Σ p c_kv_hat");
+    s += arrow("c_kv_hat", "z", "Σ p c_kv_hat", 0.3);
+    s += arrow("probs", "z", "");
     s += arrow("z", "o", "W_UV");
+    s += arrow("o", "u", "W_O");
   } else {
     s += arrow("c_kv_hat", "k_nope", "W_UK");
     s += arrow("c_kv_hat", "v", "W_UV");
     s += arrow("k_nope", "probs", "q·k");
-    s += arrow("v", "o", "Σ p v");
+    s += arrow("v", "o", "Σ p v", 0.2);
+    s += arrow("probs", "o", "");
+    s += arrow("o", "u", "W_O");
   }
   s += arrow("q_rope", "probs", "");
-  s += arrow("k_rope", "probs", "q_rope·k_rope");
-  s += arrow("probs", "o", "");
-  s += arrow("o", "u", "W_O");
+  s += arrow("k_rope", "probs", "q_rope·k_rope", 0.5, true);
   for (const Node& n : nodes) {
     const bool shown = !n.shape->empty();
     const std::string fill = n.cached ? "#fff4e0" : (shown ? "#eef3f9" : "#f4f4f4");
@@ -663,9 +687,9 @@ std::string mla_flow_diagram(const std::string& title, const FlowShapes& f) {
               fmt::format("stroke=\"{}\" stroke-width=\"{}\" rx=\"6\"", n.cached ? "#e6550d" : "#6b8fb5",
                           n.cached ? 2 : 1));
     s += text(n.x + w / 2, n.y + 18, std::string(n.name) + (n.cached ? " (cached)" : ""), "middle", 13);
-    s += text(n.x + w / 2, n.y + 36, shape_text(*n.shape), "middle", 14, shown ? "#000000" : "#888888");
+    s += text(n.x + w / 2, n.y + 37, shape_text(*n.shape), "middle", 13, shown ? "#000000" : "#888888");
   }
-  s += text(10, 310, absorbed ? "absorbed form: W_UK folded into the query, W_UV applied after the sum over keys (spec §4.3)"
+  s += text(10, 378, absorbed ? "absorbed form: W_UK folded into the query, W_UV applied after the sum over keys (spec §4.3)"
                               : "naive form: per-head keys and values rebuilt from the cached latent (spec §4.2)",
             "start", 14, "#333333");
   s += "</svg>";
