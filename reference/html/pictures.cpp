@@ -166,39 +166,79 @@ std::string number(double v, int precision) { return format_number(v, precision)
 
 // ---- attention ------------------------------------------------------------------------------
 
+std::string short_label(const std::string& label, std::size_t max_chars) {
+  std::size_t chars = 0, i = 0;
+  for (; i < label.size(); ++i)
+    if ((static_cast<unsigned char>(label[i]) & 0xC0) != 0x80 && chars++ == max_chars) break;
+  return i < label.size() ? label.substr(0, i) + "…" : label;
+}
+
 std::string attention_heatmap(const std::string& title, const arma::mat& probs,
-                              const arma::umat& masked, int precision) {
+                              const arma::umat& masked, int precision,
+                              const std::vector<std::string>& query_labels,
+                              const std::vector<std::string>& key_labels) {
   if (masked.n_rows != probs.n_rows || masked.n_cols != probs.n_cols)
     throw std::invalid_argument(fmt::format(
         "attention_heatmap '{}': mask is [{} x {}], expected the shape of probs [{} x {}]", title,
         masked.n_rows, masked.n_cols, probs.n_rows, probs.n_cols));
   const double T = probs.n_rows, T_k = probs.n_cols;
-  // Cells as large as a projector needs, the grid at most ~560 px wide.
+  const bool rows_labelled = query_labels.size() == probs.n_rows;
+  const bool cols_labelled = key_labels.size() == probs.n_cols;
+  // "3 ␣Paris": the index and the token, shortened for the axis.
+  const auto axis_label = [](arma::uword i, const std::vector<std::string>& labels, bool labelled) {
+    return labelled ? fmt::format("{} {}", i, short_label(labels[i])) : std::to_string(i);
+  };
+  const auto longest = [&](const std::vector<std::string>& labels, bool labelled, arma::uword n) {
+    std::size_t m = 0;
+    for (arma::uword i = 0; i < n; ++i) {
+      const std::string l = axis_label(i, labels, labelled);
+      std::size_t chars = 0;
+      for (unsigned char c : l) chars += (c & 0xC0) != 0x80;
+      m = std::max(m, chars);
+    }
+    return static_cast<double>(m);
+  };
+  // Cells as large as a projector needs, the grid at most ~560 px wide. Token labels need room:
+  // ~8 px a character at 13 px, rows' labels on the left, keys' labels written upwards on top.
   const double cell = std::clamp(560.0 / std::max(T, T_k), 6.0, 56.0);
-  const double left = 70, top = 40;
+  const double left = std::max(70.0, 34 + 8 * longest(query_labels, rows_labelled, probs.n_rows));
+  const double top = cols_labelled ? 30 + 8 * longest(key_labels, true, probs.n_cols) : 40.0;
   const bool numbers_inside = cell >= 44;
-  std::string s = svg_open(left + T_k * cell + 20, top + T * cell + 70);
+  // Wide enough for the grid and for the legend with its "masked" key (~150 px of text).
+  const double legend_width = std::min(240.0, std::max(160.0, T_k * cell));
+  std::string s = svg_open(std::max(left + T_k * cell + 20, left + legend_width + 36 + 150), top + T * cell + 70);
   s += text(left + T_k * cell / 2, 14, "key j (column)", "middle", 13);
   s += text(14, top + T * cell / 2, "query t (row)", "middle", 13, "#000000",
             fmt::format("transform=\"rotate(-90 14 {:.1f})\"", top + T * cell / 2));
   const arma::uword label_every = std::max<arma::uword>(1, static_cast<arma::uword>(std::ceil(14.0 / cell)));
-  for (arma::uword j = 0; j < probs.n_cols; j += label_every)
-    s += text(left + (j + 0.5) * cell, top - 6, std::to_string(j), "middle", 13);
+  for (arma::uword j = 0; j < probs.n_cols; j += label_every) {
+    if (cols_labelled) {  // upwards from just above the grid, so long tokens do not collide
+      const double x = left + (j + 0.5) * cell + 4, y = top - 6;
+      s += text(x, y, axis_label(j, key_labels, true), "start", 13, "#000000",
+                fmt::format("transform=\"rotate(-90 {:.1f} {:.1f})\" class=\"token-label\"", x, y));
+    } else {
+      s += text(left + (j + 0.5) * cell, top - 6, std::to_string(j), "middle", 13);
+    }
+  }
   for (arma::uword t = 0; t < probs.n_rows; t += label_every)
-    s += text(left - 6, top + (t + 0.5) * cell + 4, std::to_string(t), "end", 13);
+    s += text(left - 6, top + (t + 0.5) * cell + 4, axis_label(t, query_labels, rows_labelled), "end", 13,
+              "#000000", rows_labelled ? "class=\"token-label\"" : "");
+  const auto named = [](arma::uword i, const std::vector<std::string>& labels, bool labelled) {
+    return labelled ? fmt::format("{} '{}'", i, labels[i]) : std::to_string(i);
+  };
   for (arma::uword t = 0; t < probs.n_rows; ++t) {
     for (arma::uword j = 0; j < probs.n_cols; ++j) {
       const double x = left + j * cell, y = top + t * cell;
+      const std::string where = fmt::format("query {} key {}", named(t, query_labels, rows_labelled),
+                                            named(j, key_labels, cols_labelled));
       if (masked(t, j)) {
         s += rect(x, y, cell, cell, kMasked, "cell masked",
-                  fmt::format("query {} key {}: masked (score -inf, weight {})", t, j,
-                              number(probs(t, j), precision)));
+                  fmt::format("{}: masked (score -inf, weight {})", where, number(probs(t, j), precision)));
         if (cell >= 12) s += line(x + 2, y + cell - 2, x + cell - 2, y + 2, "#8a8a8a", 1);
         continue;
       }
       const double p = probs(t, j);
-      s += rect(x, y, cell, cell, sequential_colour(p), "cell",
-                fmt::format("query {} key {}: weight {}", t, j, number(p, precision)));
+      s += rect(x, y, cell, cell, sequential_colour(p), "cell", fmt::format("{}: weight {}", where, number(p, precision)));
       if (numbers_inside)
         s += text(x + cell / 2, y + cell / 2 + 4, number(p, std::min(precision, 3)), "middle", 13,
                   text_colour_on(p));
@@ -266,7 +306,7 @@ std::string router_bars(const std::string& title, const RouterView& r, int preci
   const double zero_y = top + height * top_value / (top_value - low_value);
   const auto y_of = [&](double v) { return zero_y - height * v / (top_value - low_value); };
   const double width = left + N_r * per_expert + 20;
-  std::string s = svg_open(std::max(width, 520.0), top + height + (n_group ? 90 : 60));
+  std::string s = svg_open(std::max(width, 520.0), top + height + (n_group ? 100 : 64));
   std::vector<bool> chosen(N_r, false);
   for (arma::uword e : r.chosen)
     if (e < N_r) chosen[e] = true;
@@ -280,11 +320,11 @@ std::string router_bars(const std::string& title, const RouterView& r, int preci
       s += rect(x, top, per_group * per_expert, height, kept ? "#fff4e0" : "#eeeeee", "group",
                 fmt::format("group {}: score {}, {}", g, score, kept ? "kept" : "dropped"),
                 "stroke=\"#bbbbbb\"");
-      s += text(x + per_group * per_expert / 2, top + height + 42,
+      s += text(x + per_group * per_expert / 2, top + height + 52,
                 fmt::format("group {} {}", g, kept ? "kept" : "dropped"), "middle", 13,
                 kept ? "#000000" : "#777777");
       if (!score.empty())
-        s += text(x + per_group * per_expert / 2, top + height + 56, score, "middle", 13,
+        s += text(x + per_group * per_expert / 2, top + height + 69, score, "middle", 13,
                   kept ? "#000000" : "#777777");
     }
   }
@@ -314,9 +354,9 @@ std::string router_bars(const std::string& title, const RouterView& r, int preci
       s += text(left + (e + 0.5) * per_expert, std::min(y_of(v), zero_y) - 4, number(v, std::min(precision, 3)),
                 "middle", 13, kChosen);
   }
-  s += text(left + N_r * per_expert / 2, top + height + 30, "expert", "middle", 14);
+  s += text(left + N_r * per_expert / 2, top + height + 34, "expert", "middle", 14);
   // Key.
-  const double kx = left, ky = top + height + (n_group ? 70 : 40);
+  const double kx = left, ky = top + height + (n_group ? 80 : 44);
   s += rect(kx, ky, 12, 12, kPlain, "legend-step", "") + text(kx + 16, ky + 11, "score s", "start", 14);
   s += rect(kx + 90, ky, 12, 12, kChosen, "legend-step", "") + text(kx + 106, ky + 11, "chosen", "start", 14);
   if (biased)
@@ -543,58 +583,78 @@ std::string kv_cache_curve(const std::string& title, const Config& c) {
 // ---- MLA data flow --------------------------------------------------------------------------
 
 std::string mla_flow_diagram(const std::string& title, const FlowShapes& f) {
+  const bool absorbed = !f.q_tilde.empty() || !f.z.empty();
+  const bool q_lora = !f.c_q.empty();
+  // A grid of seven columns (col * 188 px) and five rows; every edge label sits where no box is
+  // (tests/html/check_labels.mjs measures it in Chromium: whole, inside the picture, over no box).
+  const double w = 122, h = 46;
+  const auto col = [](int c) { return 10.0 + 188.0 * c; };
+  const double row_a = 20, row_b = 90, row_c = 160, row_d = 230, row_e = 300;
   struct Node {
     const char* name;
     const std::vector<std::uint64_t>* shape;
     double x, y;
     bool cached;
   };
-  const bool absorbed = !f.q_tilde.empty() || !f.z.empty();
-  const bool q_lora = !f.c_q.empty();
-  const double w = 150, h = 46;
   std::vector<Node> nodes = {
-      {"x (attn_norm)", &f.x, 10, 150, false},
-      {"c_q", &f.c_q, 200, 40, false},
-      {"c_q_hat", &f.c_q_hat, 380, 40, false},
-      {"q_nope", &f.q_nope, 560, 10, false},
-      {"q_rope", &f.q_rope, 560, 70, false},
-      {"c_kv", &f.c_kv, 200, 170, false},
-      {"c_kv_hat", &f.c_kv_hat, 380, 170, true},
-      {"k_rope", &f.k_rope, 380, 260, true},
+      {"x (attn_norm)", &f.x, col(0), row_c, false},
+      {"q_nope", &f.q_nope, col(3), row_a, false},
+      {"q_rope", &f.q_rope, col(3), row_b, false},
+      {"c_kv", &f.c_kv, col(1), row_c, false},
+      {"c_kv_hat", &f.c_kv_hat, col(2), row_c, true},
+      {"k_rope", &f.k_rope, col(3), row_e, true},
   };
-  if (absorbed) {
-    nodes.push_back({"q_tilde", &f.q_tilde, 560, 140, false});
-    nodes.push_back({"z", &f.z, 920, 170, false});
-  } else {
-    nodes.push_back({"k_nope", &f.k_nope, 560, 150, false});
-    nodes.push_back({"v", &f.v, 560, 210, false});
+  if (q_lora) {  // V2-Lite projects the query straight from x: no c_q
+    nodes.push_back({"c_q", &f.c_q, col(1), row_a, false});
+    nodes.push_back({"c_q_hat", &f.c_q_hat, col(2), row_a, false});
   }
-  nodes.push_back({"probs", &f.probs, 740, 100, false});
-  nodes.push_back({"o", &f.o, 920, 60, false});
-  nodes.push_back({"u", &f.u, 1100, 60, false});
+  if (absorbed) {
+    nodes.push_back({"q_tilde", &f.q_tilde, col(4), row_a, false});
+    nodes.push_back({"probs", &f.probs, col(4), row_c, false});
+    nodes.push_back({"z", &f.z, col(5), row_d, false});
+    nodes.push_back({"o", &f.o, col(6), row_c, false});
+    nodes.push_back({"u", &f.u, col(6), row_e, false});
+  } else {
+    nodes.push_back({"k_nope", &f.k_nope, col(3), row_c, false});
+    nodes.push_back({"v", &f.v, col(3), row_d, false});
+    nodes.push_back({"probs", &f.probs, col(4), row_c, false});
+    nodes.push_back({"o", &f.o, col(5), row_c, false});
+    nodes.push_back({"u", &f.u, col(6), row_c, false});
+  }
   const auto find = [&](const std::string& name) -> const Node& {
     for (const Node& n : nodes)
       if (name == n.name) return n;
     throw std::logic_error("mla_flow_diagram: no node " + name);
   };
-  std::string s = svg_open(1260, 320);
-  // Arrow from the right edge of `a` to the left edge of `b`, with its head drawn as a triangle.
-  const auto arrow = [&](const std::string& a, const std::string& b, const std::string& label) {
+  std::string s = svg_open(1280, 390);
+  // Arrow from the right edge of `a` to the left edge of `b` (or, within one column, from the
+  // bottom of `a` to the top of `b`), its head a triangle. The label sits at the fraction `along`
+  // of the edge, centred above it (or, with beside, starting just right of it; always so for a
+  // vertical edge), on a white halo so that lines under it do not blur it.
+  const auto arrow = [&](const std::string& a, const std::string& b, const std::string& label, double along = 0.5,
+                         bool beside = false) {
     const Node& p = find(a);
     const Node& q = find(b);
-    const double x1 = p.x + w, y1 = p.y + h / 2, x2 = q.x, y2 = q.y + h / 2;
+    const bool down = p.x == q.x;
+    const double x1 = down ? p.x + w / 2 : p.x + w, y1 = down ? p.y + h : p.y + h / 2;
+    const double x2 = down ? q.x + w / 2 : q.x, y2 = down ? q.y : q.y + h / 2;
     const double len = std::hypot(x2 - x1, y2 - y1), ux = (x2 - x1) / len, uy = (y2 - y1) / len;
     std::string a_s = line(x1, y1, x2 - 8 * ux, y2 - 8 * uy, "#555555", 1.5);
     a_s += fmt::format("<polygon points=\"{:.1f},{:.1f} {:.1f},{:.1f} {:.1f},{:.1f}\" fill=\"#555555\"/>", x2, y2,
                        x2 - 9 * ux - 4 * uy, y2 - 9 * uy + 4 * ux, x2 - 9 * ux + 4 * uy, y2 - 9 * uy - 4 * ux);
-    if (!label.empty()) a_s += text((x1 + x2) / 2, (y1 + y2) / 2 - 5, label, "middle", 10, "#555555");
+    if (!label.empty()) {
+      const double lx = x1 + along * (x2 - x1), ly = y1 + along * (y2 - y1);
+      const std::string halo = "class=\"edge-label\" paint-order=\"stroke\" stroke=\"#ffffff\" stroke-width=\"3\"";
+      a_s += down || beside ? text(lx + 6, ly + 4, label, "start", 11, "#333333", halo)
+                            : text(lx, ly - 5, label, "middle", 11, "#333333", halo);
+    }
     return a_s;
   };
   if (q_lora) {
     s += arrow("x (attn_norm)", "c_q", "W_DQ");
     s += arrow("c_q", "c_q_hat", "RMSNorm");
     s += arrow("c_q_hat", "q_nope", "W_UQ");
-    s += arrow("c_q_hat", "q_rope", "W_QR, RoPE");
+    s += arrow("c_q_hat", "q_rope", "W_QR, RoPE", 0.45, true);
   } else {
     s += arrow("x (attn_norm)", "q_nope", "W_UQ");
     s += arrow("x (attn_norm)", "q_rope", "W_QR, RoPE");
@@ -605,18 +665,20 @@ std::string mla_flow_diagram(const std::string& title, const FlowShapes& f) {
   if (absorbed) {
     s += arrow("q_nope", "q_tilde", "W_UK^T");
     s += arrow("q_tilde", "probs", "· c_kv_hat");
-    s += arrow("c_kv_hat", "z", "Σ p c_kv_hat");
+    s += arrow("c_kv_hat", "z", "Σ p c_kv_hat", 0.3);
+    s += arrow("probs", "z", "");
     s += arrow("z", "o", "W_UV");
+    s += arrow("o", "u", "W_O");
   } else {
     s += arrow("c_kv_hat", "k_nope", "W_UK");
     s += arrow("c_kv_hat", "v", "W_UV");
     s += arrow("k_nope", "probs", "q·k");
-    s += arrow("v", "o", "Σ p v");
+    s += arrow("v", "o", "Σ p v", 0.2);
+    s += arrow("probs", "o", "");
+    s += arrow("o", "u", "W_O");
   }
   s += arrow("q_rope", "probs", "");
-  s += arrow("k_rope", "probs", "q_rope·k_rope");
-  s += arrow("probs", "o", "");
-  s += arrow("o", "u", "W_O");
+  s += arrow("k_rope", "probs", "q_rope·k_rope", 0.5, true);
   for (const Node& n : nodes) {
     const bool shown = !n.shape->empty();
     const std::string fill = n.cached ? "#fff4e0" : (shown ? "#eef3f9" : "#f4f4f4");
@@ -625,9 +687,9 @@ std::string mla_flow_diagram(const std::string& title, const FlowShapes& f) {
               fmt::format("stroke=\"{}\" stroke-width=\"{}\" rx=\"6\"", n.cached ? "#e6550d" : "#6b8fb5",
                           n.cached ? 2 : 1));
     s += text(n.x + w / 2, n.y + 18, std::string(n.name) + (n.cached ? " (cached)" : ""), "middle", 13);
-    s += text(n.x + w / 2, n.y + 36, shape_text(*n.shape), "middle", 14, shown ? "#000000" : "#888888");
+    s += text(n.x + w / 2, n.y + 37, shape_text(*n.shape), "middle", 13, shown ? "#000000" : "#888888");
   }
-  s += text(10, 310, absorbed ? "absorbed form: W_UK folded into the query, W_UV applied after the sum over keys (spec §4.3)"
+  s += text(10, 378, absorbed ? "absorbed form: W_UK folded into the query, W_UV applied after the sum over keys (spec §4.3)"
                               : "naive form: per-head keys and values rebuilt from the cached latent (spec §4.2)",
             "start", 14, "#333333");
   s += "</svg>";
@@ -637,18 +699,27 @@ std::string mla_flow_diagram(const std::string& title, const FlowShapes& f) {
 // ---- tables ---------------------------------------------------------------------------------
 
 std::string logits_table(const std::string& title, const arma::mat& logits,
-                         const std::vector<std::int64_t>& tokens, arma::uword k, int precision) {
+                         const std::vector<std::int64_t>& tokens, arma::uword k, int precision,
+                         const std::function<std::string(std::int64_t)>& label_of) {
   k = std::min<arma::uword>(k, logits.n_cols);
+  // "3 ␣Paris" with the token's string in its own element (class token), escaped.
+  const auto token = [&](std::int64_t id) {
+    if (!label_of) return std::to_string(id);
+    return fmt::format("{} <span class=\"token\">{}</span>", id, escape(label_of(id)));
+  };
   std::string s = "<table class=\"numbers logits\"><thead><tr><th>position</th><th>token</th>";
   for (arma::uword r = 0; r < k; ++r) s += fmt::format("<th>#{} next (logit)</th>", r + 1);
   s += "</tr></thead><tbody>\n";
   for (arma::uword t = 0; t < logits.n_rows; ++t) {
     const arma::rowvec row = logits.row(t);
     const arma::uvec order = arma::stable_sort_index(row, "descend");  // ties: lower id first
-    s += fmt::format("<tr><td>{}</td><td>{}</td>", t, t < tokens.size() ? std::to_string(tokens[t]) : "");
-    for (arma::uword r = 0; r < k; ++r)
-      s += fmt::format("<td class=\"cell\" title=\"token {} logit {}\"><b>{}</b> ({})</td>", order(r),
-                       escape(number(row(order(r)), precision)), order(r), escape(number(row(order(r)), precision)));
+    s += fmt::format("<tr><td>{}</td><td>{}</td>", t, t < tokens.size() ? token(tokens[t]) : "");
+    for (arma::uword r = 0; r < k; ++r) {
+      const auto id = static_cast<std::int64_t>(order(r));
+      s += fmt::format("<td class=\"cell\" title=\"token {}{} logit {}\"><b>{}</b> ({})</td>", id,
+                       label_of ? escape(" '" + label_of(id) + "'") : "", escape(number(row(order(r)), precision)),
+                       token(id), escape(number(row(order(r)), precision)));
+    }
     s += "</tr>\n";
   }
   s += "</tbody></table>";
@@ -673,7 +744,8 @@ std::string tensor_table(const std::string& name, const TensorView& x, int preci
   for (std::uint64_t r = 0; r < rows; ++r) {
     s += "<tr>";
     if (x.shape.size() >= 2) s += fmt::format("<th>{}</th>", r);
-    for (std::uint64_t j = 0; j < cols; ++j) s += fmt::format("<td>{}</td>", escape(number(x.data[r * cols + j], precision)));
+    for (std::uint64_t j = 0; j < cols; ++j)
+      s += fmt::format("<td>{}</td>", escape(number(x.data[r * cols + j], holds_indices(name) ? 0 : precision)));
     s += "</tr>";
   }
   return s + "</table></div>\n";

@@ -48,6 +48,12 @@ def main():
         check("tokenize --jsonl: special-token text becomes its id", answers[6]["ids"][0] == 128803, answers[6])
     check("tokenize --jsonl: exit status 1 when a line was bad", rc == 1, rc)
 
+    # A chat line: the conversation in the tokenizer's chat format (DeepSeek-V3's template), BOS included.
+    rc, out, err = run([dsr1, "tokenize", *T, "--jsonl"],
+                       '{"messages": [{"role": "user", "content": "Hi"}], "add_generation_prompt": true}\n'.encode())
+    check("tokenize --jsonl: a chat line gives <BOS><｜User｜>Hi<｜Assistant｜>",
+          rc == 0 and json.loads(out)["ids"] == [0, 128803, 23166, 128804], out + err)
+
     rc, out, err = run([dsr1, "detokenize", *T, "--jsonl"], b'{"ids": [19923, 2058]}\n{"ids": [1, 999999]}\n{"ids": "x"}\n{"ids": []}\n')
     answers = [json.loads(x) for x in out.split("\n") if x]
     check("detokenize --jsonl: text back, errors in place, in order",
