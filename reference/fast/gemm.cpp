@@ -387,6 +387,65 @@ PackedMatrix pack_any(const Mat& W, WeightType type) {
 PackedMatrix pack_matrix(const arma::mat& W, WeightType type) { return pack_any(W, type); }
 PackedMatrix pack_matrix(const arma::fmat& W, WeightType type) { return pack_any(W, type); }
 
+namespace {
+
+// Rows r0 .. r0+m-1, columns k0 .. k0+kk-1 of a view (gemm.hpp) packed into ceil(m/MR) panels
+// of kk x MR values, exactly the layout of a packed matrix's panels with K = kk (padding rows
+// zero): A(i, k) at (i / MR) * kk * MR + k * MR + i % MR, FP8 codes at fp8_slot(i % MR). FP8
+// (kk at most one scale block, k0 on a block boundary): scale[(i / MR) * MR + i % MR] = row i's
+// scale of block k0 / B. Returns false if an FP8 code is the e4m3 NaN (0x7F, 0xFF).
+template <class T>
+void pack_view_values(const PackedMatrix& W, std::int64_t r0, std::int64_t m, std::int64_t k0,
+                      std::int64_t kk, T* dst) {
+  const std::int64_t panels = (m + MR - 1) / MR;
+  std::fill(dst, dst + panels * kk * MR, T{});
+  for (std::int64_t i = 0; i < m; ++i) {
+    T row[256];  // the row's slice, read in pieces (any alignment in the source)
+    T* out = dst + (i / MR) * kk * MR + i % MR;
+    const std::uint8_t* src = W.row_data[r0 + i] + k0 * static_cast<std::int64_t>(sizeof(T));
+    for (std::int64_t k = 0; k < kk; k += 256) {
+      const std::int64_t n = std::min<std::int64_t>(256, kk - k);
+      std::memcpy(row, src + k * static_cast<std::int64_t>(sizeof(T)), n * sizeof(T));
+      for (std::int64_t j = 0; j < n; ++j) out[(k + j) * MR] = row[j];
+    }
+  }
+}
+
+bool pack_view_fp8(const PackedMatrix& W, std::int64_t r0, std::int64_t m, std::int64_t k0,
+                   std::int64_t kk, std::uint8_t* dst, float* scale) {
+  const std::int64_t panels = (m + MR - 1) / MR, b = k0 / W.block;
+  std::fill(dst, dst + panels * kk * MR, std::uint8_t{0});
+  std::fill(scale, scale + panels * MR, 0.0f);
+  unsigned nan = 0;
+  for (std::int64_t i = 0; i < m; ++i) {
+    std::uint8_t* out = dst + (i / MR) * kk * MR + fp8_slot(i % MR);
+    const std::uint8_t* src = W.row_data[r0 + i] + k0;
+    for (std::int64_t k = 0; k < kk; ++k) {
+      const std::uint8_t q = src[k];
+      nan |= (q & 0x7Fu) == 0x7Fu;
+      out[k * MR] = q;
+    }
+    scale[(i / MR) * MR + i % MR] = W.row_scales[r0 + i][b];
+  }
+  return nan == 0;
+}
+
+// Names the first NaN code of a view's rows r0 .. r0+m-1, columns k0 .. k0+kk-1 (an error).
+[[noreturn]] void throw_nan_code(const PackedMatrix& W, std::int64_t r0, std::int64_t m,
+                                 std::int64_t k0, std::int64_t kk) {
+  for (std::int64_t i = 0; i < m; ++i)
+    for (std::int64_t k = 0; k < kk; ++k) {
+      const std::uint8_t q = W.row_data[r0 + i][k0 + k];
+      if ((q & 0x7F) == 0x7F)
+        throw std::runtime_error(fmt::format(
+            "{}: element ({}, {}) of the [{} x {}] matrix is the e4m3 NaN code 0x{:02X}, "
+            "expected a finite value", W.name, r0 + i, k0 + k, W.rows, W.cols, q));
+    }
+  throw std::logic_error("fast::gemm: NaN code reported but not found");
+}
+
+}  // namespace
+
 void gemm(const PackedMatrix& W, const float* X, std::int64_t ldx, std::int64_t N, float* Y,
           std::int64_t ldy, bool accumulate, const Options& opt) {
   const std::int64_t M = W.rows, K = W.cols;
@@ -459,6 +518,39 @@ void gemm(const PackedMatrix& W, const float* X, std::int64_t ldx, std::int64_t 
     // interleaved panels (4 KB with FP8) kept the hardware prefetcher from following them, and
     // FP8 decode waited on its loads. Every element's sum still runs slice after slice.
     const std::int64_t rows_step = n <= NR ? MR : m;
+    if (W.is_view()) {
+      // Rows where they lie: each slice of each row step packed into this thread's buffer of
+      // at most mc x max(kc, B) values, then the same kernel call as for a packed matrix.
+      thread_local std::vector<std::uint8_t> abuf;
+      thread_local std::vector<float> sbuf;
+      const std::int64_t slice = W.type == WeightType::FP8 ? W.block : kc;
+      const std::int64_t esize = W.type == WeightType::F32 ? 4 : W.type == WeightType::BF16 ? 2 : 1;
+      for (std::int64_t i0 = 0; i0 < m; i0 += rows_step) {
+        const std::int64_t mm = std::min(rows_step, m - i0), panels = (mm + MR - 1) / MR;
+        float* y = Y + r0 + i0 + c0 * ldy;
+        for (std::int64_t k0 = 0; k0 < K; k0 += slice) {
+          const std::int64_t kk = std::min(slice, K - k0);
+          abuf.resize(static_cast<std::size_t>(panels * kk * MR * esize));
+          const bool acc = accumulate || k0 > 0;
+          if (W.type == WeightType::FP8) {
+            sbuf.resize(static_cast<std::size_t>(panels * MR));
+            if (!pack_view_fp8(W, r0 + i0, mm, k0, kk, abuf.data(), sbuf.data()))
+              throw_nan_code(W, r0 + i0, mm, k0, kk);
+            gemm_panels(mm, n, kk, abuf.data(), kk * MR, MR, sbuf.data(), MR, xc + k0 * bk,
+                        b_panel, bk, bj, y, ldy, acc, b_scaled);
+          } else if (W.type == WeightType::BF16) {
+            auto* a = reinterpret_cast<std::uint16_t*>(abuf.data());
+            pack_view_values(W, r0 + i0, mm, k0, kk, a);
+            gemm_panels(mm, n, kk, a, kk * MR, MR, xc + k0 * bk, b_panel, bk, bj, y, ldy, acc);
+          } else {
+            auto* a = reinterpret_cast<float*>(abuf.data());
+            pack_view_values(W, r0 + i0, mm, k0, kk, a);
+            gemm_panels(mm, n, kk, a, kk * MR, MR, xc + k0 * bk, b_panel, bk, bj, y, ldy, acc);
+          }
+        }
+      }
+      return;
+    }
     if (W.type == WeightType::FP8) {
       // One slice per scale block: its sum times each row's scale, added to Y block after block.
       const std::int64_t B = W.block, scale_panel = W.n_kblocks() * MR;
