@@ -10,6 +10,9 @@
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #include <immintrin.h>
 #endif
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 #include <stdexcept>
 #include <type_traits>
 
@@ -389,6 +392,92 @@ PackedMatrix pack_matrix(const arma::fmat& W, WeightType type) { return pack_any
 
 namespace {
 
+#if defined(__SSE2__)
+// Byte transpose of a 16 x 16 tile: out[c] byte r = in[r] byte c. Four rounds of SSE2 unpacks,
+// each doubling the width of the units that hold one column: 8, 16, 32, 64 bits.
+inline void transpose16x16_u8(const __m128i in[16], __m128i out[16]) {
+  __m128i a[16], b[16], e[16];
+  for (int i = 0; i < 8; ++i) {  // rows 2i, 2i+1; a[h*8 + i]: columns 8h .. 8h+7
+    a[i] = _mm_unpacklo_epi8(in[2 * i], in[2 * i + 1]);
+    a[8 + i] = _mm_unpackhi_epi8(in[2 * i], in[2 * i + 1]);
+  }
+  for (int h = 0; h < 2; ++h)
+    for (int q = 0; q < 4; ++q) {  // rows 4q .. 4q+3; b[g*4 + q]: columns 4g .. 4g+3
+      b[h * 8 + q] = _mm_unpacklo_epi16(a[h * 8 + 2 * q], a[h * 8 + 2 * q + 1]);
+      b[h * 8 + 4 + q] = _mm_unpackhi_epi16(a[h * 8 + 2 * q], a[h * 8 + 2 * q + 1]);
+    }
+  for (int g = 0; g < 4; ++g)
+    for (int o = 0; o < 2; ++o) {  // rows 8o .. 8o+7; e[p*2 + o]: columns 2p, 2p+1
+      e[g * 4 + o] = _mm_unpacklo_epi32(b[g * 4 + 2 * o], b[g * 4 + 2 * o + 1]);
+      e[g * 4 + 2 + o] = _mm_unpackhi_epi32(b[g * 4 + 2 * o], b[g * 4 + 2 * o + 1]);
+    }
+  for (int p = 0; p < 8; ++p) {
+    out[2 * p] = _mm_unpacklo_epi64(e[p * 2], e[p * 2 + 1]);
+    out[2 * p + 1] = _mm_unpackhi_epi64(e[p * 2], e[p * 2 + 1]);
+  }
+}
+
+// The same for 16-bit values, 8 x 8: out[c] element r = in[r] element c.
+inline void transpose8x8_u16(const __m128i in[8], __m128i out[8]) {
+  __m128i a[8], b[8];
+  for (int i = 0; i < 4; ++i) {  // rows 2i, 2i+1; a[h*4 + i]: columns 4h .. 4h+3
+    a[i] = _mm_unpacklo_epi16(in[2 * i], in[2 * i + 1]);
+    a[4 + i] = _mm_unpackhi_epi16(in[2 * i], in[2 * i + 1]);
+  }
+  for (int h = 0; h < 2; ++h)
+    for (int q = 0; q < 2; ++q) {  // rows 4q .. 4q+3; b[p*2 + q]: columns 2p, 2p+1
+      b[h * 4 + q] = _mm_unpacklo_epi32(a[h * 4 + 2 * q], a[h * 4 + 2 * q + 1]);
+      b[h * 4 + 2 + q] = _mm_unpackhi_epi32(a[h * 4 + 2 * q], a[h * 4 + 2 * q + 1]);
+    }
+  for (int p = 0; p < 4; ++p) {
+    out[2 * p] = _mm_unpacklo_epi64(b[p * 2], b[p * 2 + 1]);
+    out[2 * p + 1] = _mm_unpackhi_epi64(b[p * 2], b[p * 2 + 1]);
+  }
+}
+
+// One full 32-row panel of bfloat16 rows r0 .. r0+31, columns k0 .. k0+kk-1 (kk a multiple of
+// 8), into dst[k * MR + r]: 8 x 8 transposes of each group of 8 rows.
+void pack_panel_bf16_sse2(const PackedMatrix& W, std::int64_t r0, std::int64_t k0,
+                          std::int64_t kk, std::uint16_t* dst) {
+  __m128i in[8], out[8];
+  for (std::int64_t k = 0; k < kk; k += 8)
+    for (int g = 0; g < 4; ++g) {
+      for (int r = 0; r < 8; ++r)
+        in[r] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(W.row_data[r0 + g * 8 + r] + (k0 + k) * 2));
+      transpose8x8_u16(in, out);
+      for (int c = 0; c < 8; ++c)
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + (k + c) * MR + g * 8), out[c]);
+    }
+}
+
+// One 32-row panel of e4m3 rows r0 .. r0+m-1 (m <= 32; missing rows zero), columns
+// k0 .. k0+kk-1 (kk a multiple of 16), into dst[k * MR + fp8_slot(r)]: rows 0-15 and 16-31
+// transposed 16 x 16 at a time, then each column's two halves interleaved 4 bytes at a time,
+// which is the fp8_slot order. Returns false if a code is the e4m3 NaN.
+bool pack_panel_fp8_sse2(const PackedMatrix& W, std::int64_t r0, std::int64_t m, std::int64_t k0,
+                         std::int64_t kk, std::uint8_t* dst) {
+  __m128i in[16], lo[16], hi[16];
+  __m128i nan = _mm_setzero_si128();
+  const __m128i mask = _mm_set1_epi8(0x7F);
+  for (std::int64_t k = 0; k < kk; k += 16) {
+    for (int half = 0; half < 2; ++half) {
+      for (int r = 0; r < 16; ++r) {
+        const std::int64_t i = half * 16 + r;
+        in[r] = i < m ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(W.row_data[r0 + i] + k0 + k))
+                      : _mm_setzero_si128();
+        nan = _mm_or_si128(nan, _mm_cmpeq_epi8(_mm_and_si128(in[r], mask), mask));
+      }
+      transpose16x16_u8(in, half == 0 ? lo : hi);
+    }
+    for (int c = 0; c < 16; ++c) {
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + (k + c) * MR), _mm_unpacklo_epi32(lo[c], hi[c]));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + (k + c) * MR + 16), _mm_unpackhi_epi32(lo[c], hi[c]));
+    }
+  }
+  return _mm_movemask_epi8(nan) == 0;
+}
+#endif
+
 // Rows r0 .. r0+m-1, columns k0 .. k0+kk-1 of a view (gemm.hpp) packed into ceil(m/MR) panels
 // of kk x MR values, exactly the layout of a packed matrix's panels with K = kk (padding rows
 // zero): A(i, k) at (i / MR) * kk * MR + k * MR + i % MR, FP8 codes at fp8_slot(i % MR). FP8
@@ -398,7 +487,19 @@ template <class T>
 void pack_view_values(const PackedMatrix& W, std::int64_t r0, std::int64_t m, std::int64_t k0,
                       std::int64_t kk, T* dst) {
   const std::int64_t panels = (m + MR - 1) / MR;
-  std::fill(dst, dst + panels * kk * MR, T{});
+#if defined(__SSE2__)
+  if constexpr (std::is_same_v<T, std::uint16_t>) {
+    if (kk % 8 == 0) {  // whole panels transposed 8 x 8, the last partial one below
+      const std::int64_t full = m / MR;
+      for (std::int64_t p = 0; p < full; ++p) pack_panel_bf16_sse2(W, r0 + p * MR, k0, kk, dst + p * kk * MR);
+      if (full == panels) return;
+      dst += full * kk * MR;
+      r0 += full * MR;
+      m -= full * MR;
+    }
+  }
+#endif
+  std::fill(dst, dst + ((m + MR - 1) / MR) * kk * MR, T{});
   for (std::int64_t i = 0; i < m; ++i) {
     T row[256];  // the row's slice, read in pieces (any alignment in the source)
     T* out = dst + (i / MR) * kk * MR + i % MR;
@@ -414,8 +515,17 @@ void pack_view_values(const PackedMatrix& W, std::int64_t r0, std::int64_t m, st
 bool pack_view_fp8(const PackedMatrix& W, std::int64_t r0, std::int64_t m, std::int64_t k0,
                    std::int64_t kk, std::uint8_t* dst, float* scale) {
   const std::int64_t panels = (m + MR - 1) / MR, b = k0 / W.block;
-  std::fill(dst, dst + panels * kk * MR, std::uint8_t{0});
   std::fill(scale, scale + panels * MR, 0.0f);
+  for (std::int64_t i = 0; i < m; ++i) scale[(i / MR) * MR + i % MR] = W.row_scales[r0 + i][b];
+#if defined(__SSE2__)
+  if (kk % 16 == 0) {
+    bool ok = true;
+    for (std::int64_t p = 0; p < panels; ++p)
+      ok &= pack_panel_fp8_sse2(W, r0 + p * MR, std::min(MR, m - p * MR), k0, kk, dst + p * kk * MR);
+    return ok;
+  }
+#endif
+  std::fill(dst, dst + panels * kk * MR, std::uint8_t{0});
   unsigned nan = 0;
   for (std::int64_t i = 0; i < m; ++i) {
     std::uint8_t* out = dst + (i / MR) * kk * MR + fp8_slot(i % MR);
@@ -425,7 +535,6 @@ bool pack_view_fp8(const PackedMatrix& W, std::int64_t r0, std::int64_t m, std::
       nan |= (q & 0x7Fu) == 0x7Fu;
       out[k * MR] = q;
     }
-    scale[(i / MR) * MR + i % MR] = W.row_scales[r0 + i][b];
   }
   return nan == 0;
 }
