@@ -20,6 +20,8 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <random>
 
 #include "reference/deepseek/checkpoint_writer.hpp"
@@ -260,4 +262,38 @@ TEST_CASE("an e4m3 NaN code in a mapped checkpoint stops the run naming the tens
   REQUIRE(model.mapped());
   CHECK_THROWS_WITH_AS(model.forward(some_tokens(c, 3, 1), fast::Options{}),
                        doctest::Contains("o_proj.weight': element (0, 5) of the"), std::runtime_error);
+}
+
+TEST_CASE("a mapped file that shrinks while in use stops the program with a message naming it") {
+  // A child process maps a file, the file is truncated under it, and the child reads past the
+  // new end: SIGBUS. The handler (reference/io/safetensors.cpp) must name the file and exit 135.
+  const std::string path = fmt::format("{}/fast_source_shrinks.safetensors", DSR1_BINARY_DIR);
+  safetensors::write(path, {{"w", {256, 256}, std::vector<double>(65536, 1.5), safetensors::DType::F32}});
+  int fds[2];
+  REQUIRE(::pipe(fds) == 0);
+  const pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    ::dup2(fds[1], 2);
+    ::close(fds[0]);
+    const safetensors::File f(path);
+    if (::truncate(path.c_str(), 4096) != 0) ::_exit(2);
+    const std::uint8_t* p = f.raw("w");
+    unsigned sum = 0;
+    for (std::size_t i = 0; i < 65536 * 4; i += 4096) sum += *static_cast<const volatile std::uint8_t*>(p + i);
+    ::_exit(sum == 12345 ? 3 : 4);  // reached only if no signal came
+  }
+  ::close(fds[1]);
+  std::string message;
+  char buf[512];
+  for (ssize_t n; (n = ::read(fds[0], buf, sizeof buf)) > 0;) message.append(buf, static_cast<std::size_t>(n));
+  ::close(fds[0]);
+  int status = 0;
+  REQUIRE(::waitpid(pid, &status, 0) == pid);
+  CAPTURE(message);
+  REQUIRE(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 135);
+  CHECK(message.find("SIGBUS") != std::string::npos);
+  CHECK(message.find(path) != std::string::npos);
+  CHECK(message.find("shrank") != std::string::npos);
 }

@@ -321,12 +321,25 @@ void pack_rows(PackedMatrix& P, std::int64_t r0, std::int64_t n, const double* v
   check_rows(P, r0, n, "pack_rows");
   if (P.type == WeightType::FP8)
     throw std::invalid_argument("fast::pack_rows: an FP8 matrix takes codes and scales (pack_rows_fp8)");
-  for (std::int64_t i = 0; i < n; ++i)
-    for (std::int64_t k = 0; k < P.cols; ++k) {
-      const float v = static_cast<float>(values[i * P.cols + k]);
-      if (P.type == WeightType::BF16) P.panels_bf16[at(P, r0 + i, k)] = safetensors::encode_bf16(v);
-      else P.panels[at(P, r0 + i, k)] = v;
+  // In tiles of (the rows of one panel) x 64 columns, so that the 64 lines of the panel a tile
+  // writes stay in L1 while its rows fill them (row by row over all K, each write would miss).
+  const std::int64_t K = P.cols;
+  for (std::int64_t i0 = 0; i0 < n;) {
+    const std::int64_t r = r0 + i0, rows = std::min(n - i0, MR - r % MR);
+    for (std::int64_t k0 = 0; k0 < K; k0 += 64) {
+      const std::int64_t k1 = std::min(K, k0 + 64);
+      for (std::int64_t i = 0; i < rows; ++i) {
+        const double* v = values + (i0 + i) * K;
+        const std::size_t base = at(P, r + i, 0);
+        if (P.type == WeightType::BF16)
+          for (std::int64_t k = k0; k < k1; ++k)
+            P.panels_bf16[base + k * MR] = safetensors::encode_bf16(static_cast<float>(v[k]));
+        else
+          for (std::int64_t k = k0; k < k1; ++k) P.panels[base + k * MR] = static_cast<float>(v[k]);
+      }
     }
+    i0 += rows;
+  }
 }
 
 void pack_rows_bf16(PackedMatrix& P, std::int64_t r0, std::int64_t n, const std::uint16_t* bits) {
