@@ -115,7 +115,8 @@ TEST_CASE("gemm on rows where they lie gives the bits of gemm on the packed rows
   const fast::WeightType types[] = {fast::WeightType::F32, fast::WeightType::BF16, fast::WeightType::FP8};
   // Shapes: partial panels and blocks; K a multiple of 16 (SSE2 FP8 path) and not (scalar path).
   const std::pair<std::int64_t, std::int64_t> shapes[] = {{70, 200}, {33, 256}, {5, 37}, {300, 130}, {64, 8}};
-  for (const auto& [M, K] : shapes) {
+  for (const auto& shape : shapes) {
+    const std::int64_t M = shape.first, K = shape.second;
     const RowMatrix R = random_rows(M + 40, K, static_cast<unsigned>(M * 1000 + K));
     std::vector<std::int64_t> order;  // permuted and repeated rows, as stacking and regrouping make
     for (std::int64_t i = 0; i < M; ++i) order.push_back((i * 7 + 3) % (M + 40));
