@@ -324,6 +324,8 @@ int bench(const BenchArgs& a) {
                       100 * st[0] / st[1] / fma_peak));
     }
     out["gemm_stages"] = js;
+    // Per stage, the summary key asked for beside the whole prefill's fraction of the peak.
+    for (const auto& [name, st] : stage) out["prefill_fraction_of_fma_peak_per_stage"][name] = st[0] / st[1] / fma_peak;
     out["gemm_fraction_of_openblas"] = blas_gemm_seconds / fast_gemm_seconds;
     out["gemm_fraction_of_fma_peak"] = gemm_flops / fast_gemm_seconds / fma_peak;
     out["openblas_gflops_prefill_shapes"] = gemm_flops / blas_gemm_seconds / 1e9;
