@@ -23,7 +23,7 @@ namespace dsr1::fast {
 namespace {
 
 // A weight as float32: itself, or a bfloat16 widened (its 16 bits become the upper half).
-[[gnu::always_inline]] inline float widen(float w) { return w; }
+[[maybe_unused, gnu::always_inline]] inline float widen(float w) { return w; }
 [[gnu::always_inline]] inline float widen(std::uint16_t w) {
   return std::bit_cast<float>(static_cast<std::uint32_t>(w) << 16);
 }
