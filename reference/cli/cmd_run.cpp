@@ -10,8 +10,10 @@
 #include "reference/cli/command.hpp"
 #include "reference/io/memory_reuse.hpp"
 #include "reference/cli/model_source.hpp"
+#include "reference/cli/private_memory.hpp"
 #include "reference/cli/progress.hpp"
 #include "reference/cli/text_input.hpp"
+#include "reference/fast/source_model.hpp"
 #include "reference/fast/model.hpp"
 #include "reference/fast/pack.hpp"
 #include "reference/fast/weights.hpp"
@@ -68,19 +70,20 @@ fast::WeightType fast_weight_type(const RunArgs& a, const Config& c) {
 }
 
 // The fast path's logits [V, T], as double: prefill + decode with --decode-from, else one pass.
+// The weights come from the source as they are used (fast/source_model.hpp): a checkpoint's
+// matrices where they lie in the mapped files when it stores FP8, BF16 or F32 and the run
+// keeps that storage, else each layer packed when it runs and each routed expert when chosen.
 arma::mat run_fast(const RunArgs& a, const ModelSource::Opened& m,
-                   const std::vector<std::int64_t>& tokens, Tracer* tr) {
+                   const std::vector<std::int64_t>& tokens, Tracer* tr, ProgressLine& progress) {
   fast::Options opt;
   opt.threads = fast_threads(a);
-  // Packed straight from the source, a block of rows at a time: FP8 and BF16 checkpoints keep
-  // their stored bytes, and the model is never held in double.
   fast::PackOptions po;
   po.threads = opt.threads;
-  const fast::ModelWeightsF F =
-      fast::pack_weights(*m.source, m.config, fast_weight_type(a, m.config), po);
-  const arma::fmat logits =
-      a.decode_from >= 0 ? fast::forward_incremental(F, m.config, tokens, a.decode_from, opt, tr)
-                         : fast::forward(F, m.config, tokens, 0, nullptr, opt, tr);
+  fast::SourceModel model(*m.source, m.config, fast_weight_type(a, m.config), po);
+  model.on_layer_done = [&](std::int64_t l, std::int64_t L) { progress.layer_done(l, L); };
+  const arma::fmat logits = a.decode_from >= 0
+                                ? model.forward_incremental(tokens, a.decode_from, opt, tr)
+                                : model.forward(tokens, opt, tr);
   return arma::conv_to<arma::mat>::from(logits);
 }
 
@@ -108,7 +111,6 @@ std::int64_t argmax(const arma::vec& x) {
 // Forward passes the run makes over every layer: one, or a prefill plus one per decoded token;
 // MTP after decoding recomputes the final hidden states in one more pass.
 std::int64_t count_passes(const RunArgs& a, std::int64_t T) {
-  if (a.fast) return 0;  // the fast path reports no layers
   std::int64_t passes = a.decode_from < 0 ? 1 : (a.decode_from > 0 ? 1 : 0) + (T - a.decode_from);
   if (a.mtp && a.decode_from >= 0) ++passes;
   return passes;
@@ -122,14 +124,10 @@ int run(const RunArgs& a) {
   if (a.mtp && a.source.config().num_nextn_predict_layers == 0)
     throw std::invalid_argument(fmt::format("--mtp: model '{}' has no MTP module", a.source.config().name));
   if (a.fast) check_fast_options(a);
-  // The weights stay where they are (checkpoint or generator) and are fetched layer by layer.
-  FastCopy fast_copy;
-  if (a.fast) {
-    const fast::WeightType wt = fast_weight_type(a, a.source.config());
-    fast_copy = {fast::packed_model_bytes(a.source.config(), wt),
-                 fmt::format("the fast path's {} copy", fast::to_string(wt))};
-  }
-  const ModelSource::Opened m = a.source.open(a.mtp, T, fast_copy);
+  // The weights stay where they are (checkpoint or generator) and are fetched layer by layer,
+  // on the fast path too (no copy of the model).
+  PrivatePeakSampler private_peak(a.json);
+  const ModelSource::Opened m = a.source.open(a.mtp, T);
   const Config& c = m.config;
   ref::ForwardOptions opt = a.run.forward_options();
   const bool show_progress = !a.quiet && !a.json && (a.progress || ProgressLine::stderr_is_terminal());
@@ -221,7 +219,7 @@ int run(const RunArgs& a) {
   arma::mat h_final;
   const WeightStore& W = *m.weights;
   if (a.fast) {
-    logits = run_fast(a, m, tokens, tr);
+    logits = run_fast(a, m, tokens, tr, progress);
   } else if (a.decode_from >= 0) {
     logits = ref::forward_incremental(W, c, tokens, a.decode_from, opt, tr);
   } else {
@@ -272,6 +270,10 @@ int run(const RunArgs& a) {
     }
     j["seconds"] = seconds;
     j["peak_rss_bytes"] = peak_rss_bytes();
+    // The highest private (anonymous) memory sampled: without the mapped files' pages, which
+    // count in the resident set but belong to the page cache.
+    private_peak.stop();
+    j["private_peak_bytes"] = private_peak.peak();
     j["bytes_read"] = sc.bytes_read.load();
     j["values_dequantised"] = sc.values_dequantised.load();
     j["values_generated"] = sc.values_generated.load();

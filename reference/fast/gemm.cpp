@@ -10,6 +10,9 @@
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #include <immintrin.h>
 #endif
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 #include <stdexcept>
 #include <type_traits>
 
@@ -20,7 +23,7 @@ namespace dsr1::fast {
 namespace {
 
 // A weight as float32: itself, or a bfloat16 widened (its 16 bits become the upper half).
-[[gnu::always_inline]] inline float widen(float w) { return w; }
+[[maybe_unused, gnu::always_inline]] inline float widen(float w) { return w; }
 [[gnu::always_inline]] inline float widen(std::uint16_t w) {
   return std::bit_cast<float>(static_cast<std::uint32_t>(w) << 16);
 }
@@ -318,12 +321,25 @@ void pack_rows(PackedMatrix& P, std::int64_t r0, std::int64_t n, const double* v
   check_rows(P, r0, n, "pack_rows");
   if (P.type == WeightType::FP8)
     throw std::invalid_argument("fast::pack_rows: an FP8 matrix takes codes and scales (pack_rows_fp8)");
-  for (std::int64_t i = 0; i < n; ++i)
-    for (std::int64_t k = 0; k < P.cols; ++k) {
-      const float v = static_cast<float>(values[i * P.cols + k]);
-      if (P.type == WeightType::BF16) P.panels_bf16[at(P, r0 + i, k)] = safetensors::encode_bf16(v);
-      else P.panels[at(P, r0 + i, k)] = v;
+  // In tiles of (the rows of one panel) x 64 columns, so that the 64 lines of the panel a tile
+  // writes stay in L1 while its rows fill them (row by row over all K, each write would miss).
+  const std::int64_t K = P.cols;
+  for (std::int64_t i0 = 0; i0 < n;) {
+    const std::int64_t r = r0 + i0, rows = std::min(n - i0, MR - r % MR);
+    for (std::int64_t k0 = 0; k0 < K; k0 += 64) {
+      const std::int64_t k1 = std::min(K, k0 + 64);
+      for (std::int64_t i = 0; i < rows; ++i) {
+        const double* v = values + (i0 + i) * K;
+        const std::size_t base = at(P, r + i, 0);
+        if (P.type == WeightType::BF16)
+          for (std::int64_t k = k0; k < k1; ++k)
+            P.panels_bf16[base + k * MR] = safetensors::encode_bf16(static_cast<float>(v[k]));
+        else
+          for (std::int64_t k = k0; k < k1; ++k) P.panels[base + k * MR] = static_cast<float>(v[k]);
+      }
     }
+    i0 += rows;
+  }
 }
 
 void pack_rows_bf16(PackedMatrix& P, std::int64_t r0, std::int64_t n, const std::uint16_t* bits) {
@@ -386,6 +402,181 @@ PackedMatrix pack_any(const Mat& W, WeightType type) {
 
 PackedMatrix pack_matrix(const arma::mat& W, WeightType type) { return pack_any(W, type); }
 PackedMatrix pack_matrix(const arma::fmat& W, WeightType type) { return pack_any(W, type); }
+
+namespace {
+
+#if defined(__SSE2__)
+// Byte transpose of a 16 x 16 tile: out[c] byte r = in[r] byte c. Four rounds of SSE2 unpacks,
+// each doubling the width of the units that hold one column: 8, 16, 32, 64 bits.
+inline void transpose16x16_u8(const __m128i in[16], __m128i out[16]) {
+  __m128i a[16], b[16], e[16];
+  for (int i = 0; i < 8; ++i) {  // rows 2i, 2i+1; a[h*8 + i]: columns 8h .. 8h+7
+    a[i] = _mm_unpacklo_epi8(in[2 * i], in[2 * i + 1]);
+    a[8 + i] = _mm_unpackhi_epi8(in[2 * i], in[2 * i + 1]);
+  }
+  for (int h = 0; h < 2; ++h)
+    for (int q = 0; q < 4; ++q) {  // rows 4q .. 4q+3; b[g*4 + q]: columns 4g .. 4g+3
+      b[h * 8 + q] = _mm_unpacklo_epi16(a[h * 8 + 2 * q], a[h * 8 + 2 * q + 1]);
+      b[h * 8 + 4 + q] = _mm_unpackhi_epi16(a[h * 8 + 2 * q], a[h * 8 + 2 * q + 1]);
+    }
+  for (int g = 0; g < 4; ++g)
+    for (int o = 0; o < 2; ++o) {  // rows 8o .. 8o+7; e[p*2 + o]: columns 2p, 2p+1
+      e[g * 4 + o] = _mm_unpacklo_epi32(b[g * 4 + 2 * o], b[g * 4 + 2 * o + 1]);
+      e[g * 4 + 2 + o] = _mm_unpackhi_epi32(b[g * 4 + 2 * o], b[g * 4 + 2 * o + 1]);
+    }
+  for (int p = 0; p < 8; ++p) {
+    out[2 * p] = _mm_unpacklo_epi64(e[p * 2], e[p * 2 + 1]);
+    out[2 * p + 1] = _mm_unpackhi_epi64(e[p * 2], e[p * 2 + 1]);
+  }
+}
+
+// The same for 16-bit values, 8 x 8: out[c] element r = in[r] element c.
+inline void transpose8x8_u16(const __m128i in[8], __m128i out[8]) {
+  __m128i a[8], b[8];
+  for (int i = 0; i < 4; ++i) {  // rows 2i, 2i+1; a[h*4 + i]: columns 4h .. 4h+3
+    a[i] = _mm_unpacklo_epi16(in[2 * i], in[2 * i + 1]);
+    a[4 + i] = _mm_unpackhi_epi16(in[2 * i], in[2 * i + 1]);
+  }
+  for (int h = 0; h < 2; ++h)
+    for (int q = 0; q < 2; ++q) {  // rows 4q .. 4q+3; b[p*2 + q]: columns 2p, 2p+1
+      b[h * 4 + q] = _mm_unpacklo_epi32(a[h * 4 + 2 * q], a[h * 4 + 2 * q + 1]);
+      b[h * 4 + 2 + q] = _mm_unpackhi_epi32(a[h * 4 + 2 * q], a[h * 4 + 2 * q + 1]);
+    }
+  for (int p = 0; p < 4; ++p) {
+    out[2 * p] = _mm_unpacklo_epi64(b[p * 2], b[p * 2 + 1]);
+    out[2 * p + 1] = _mm_unpackhi_epi64(b[p * 2], b[p * 2 + 1]);
+  }
+}
+
+// One full 32-row panel of bfloat16 rows r0 .. r0+31, columns k0 .. k0+kk-1 (kk a multiple of
+// 8), into dst[k * MR + r]: 8 x 8 transposes of each group of 8 rows.
+void pack_panel_bf16_sse2(const PackedMatrix& W, std::int64_t r0, std::int64_t k0,
+                          std::int64_t kk, std::uint16_t* dst) {
+  __m128i in[8], out[8];
+  for (std::int64_t k = 0; k < kk; k += 8)
+    for (int g = 0; g < 4; ++g) {
+      for (int r = 0; r < 8; ++r) {
+        const std::uint8_t* src = W.row_data[r0 + g * 8 + r] + (k0 + k) * 2;
+        if (k % 32 == 0) __builtin_prefetch(src + 1024);  // as for FP8 panels: 32 streams
+        in[r] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src));
+      }
+      transpose8x8_u16(in, out);
+      for (int c = 0; c < 8; ++c)
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + (k + c) * MR + g * 8), out[c]);
+    }
+}
+
+// One 32-row panel of e4m3 rows r0 .. r0+m-1 (m <= 32; missing rows zero), columns
+// k0 .. k0+kk-1 (kk a multiple of 16), into dst[k * MR + fp8_slot(r)]: rows 0-15 and 16-31
+// transposed 16 x 16 at a time, then each column's two halves interleaved 4 bytes at a time,
+// which is the fp8_slot order. Returns false if a code is the e4m3 NaN.
+bool pack_panel_fp8_sse2(const PackedMatrix& W, std::int64_t r0, std::int64_t m, std::int64_t k0,
+                         std::int64_t kk, std::uint8_t* dst) {
+  __m128i in[16], lo[16], hi[16];
+  __m128i nan = _mm_setzero_si128();
+  const __m128i mask = _mm_set1_epi8(0x7F);
+  for (std::int64_t k = 0; k < kk; k += 16) {
+    for (int half = 0; half < 2; ++half) {
+      for (int r = 0; r < 16; ++r) {
+        const std::int64_t i = half * 16 + r;
+        if (i < m) {
+          const std::uint8_t* src = W.row_data[r0 + i] + k0 + k;
+          // 32 rows are 32 streams, more than the hardware prefetcher follows: ask for the
+          // line four blocks ahead (past the row's end it is a hint the CPU ignores).
+          if (k % 64 == 0) __builtin_prefetch(src + 512);
+          in[r] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src));
+        } else {
+          in[r] = _mm_setzero_si128();
+        }
+        nan = _mm_or_si128(nan, _mm_cmpeq_epi8(_mm_and_si128(in[r], mask), mask));
+      }
+      transpose16x16_u8(in, half == 0 ? lo : hi);
+    }
+    for (int c = 0; c < 16; ++c) {
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + (k + c) * MR), _mm_unpacklo_epi32(lo[c], hi[c]));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + (k + c) * MR + 16), _mm_unpackhi_epi32(lo[c], hi[c]));
+    }
+  }
+  return _mm_movemask_epi8(nan) == 0;
+}
+#endif
+
+// Rows r0 .. r0+m-1, columns k0 .. k0+kk-1 of a view (gemm.hpp) packed into ceil(m/MR) panels
+// of kk x MR values, exactly the layout of a packed matrix's panels with K = kk (padding rows
+// zero): A(i, k) at (i / MR) * kk * MR + k * MR + i % MR, FP8 codes at fp8_slot(i % MR). FP8
+// (kk at most one scale block, k0 on a block boundary): scale[(i / MR) * MR + i % MR] = row i's
+// scale of block k0 / B. Returns false if an FP8 code is the e4m3 NaN (0x7F, 0xFF).
+template <class T>
+void pack_view_values(const PackedMatrix& W, std::int64_t r0, std::int64_t m, std::int64_t k0,
+                      std::int64_t kk, T* dst) {
+  const std::int64_t panels = (m + MR - 1) / MR;
+#if defined(__SSE2__)
+  if constexpr (std::is_same_v<T, std::uint16_t>) {
+    if (kk % 8 == 0) {  // whole panels transposed 8 x 8, the last partial one below
+      const std::int64_t full = m / MR;
+      for (std::int64_t p = 0; p < full; ++p) pack_panel_bf16_sse2(W, r0 + p * MR, k0, kk, dst + p * kk * MR);
+      if (full == panels) return;
+      dst += full * kk * MR;
+      r0 += full * MR;
+      m -= full * MR;
+    }
+  }
+#endif
+  std::fill(dst, dst + ((m + MR - 1) / MR) * kk * MR, T{});
+  for (std::int64_t i = 0; i < m; ++i) {
+    T row[256];  // the row's slice, read in pieces (any alignment in the source)
+    T* out = dst + (i / MR) * kk * MR + i % MR;
+    const std::uint8_t* src = W.row_data[r0 + i] + k0 * static_cast<std::int64_t>(sizeof(T));
+    for (std::int64_t k = 0; k < kk; k += 256) {
+      const std::int64_t n = std::min<std::int64_t>(256, kk - k);
+      std::memcpy(row, src + k * static_cast<std::int64_t>(sizeof(T)), n * sizeof(T));
+      for (std::int64_t j = 0; j < n; ++j) out[(k + j) * MR] = row[j];
+    }
+  }
+}
+
+bool pack_view_fp8(const PackedMatrix& W, std::int64_t r0, std::int64_t m, std::int64_t k0,
+                   std::int64_t kk, std::uint8_t* dst, float* scale) {
+  const std::int64_t panels = (m + MR - 1) / MR, b = k0 / W.block;
+  std::fill(scale, scale + panels * MR, 0.0f);
+  for (std::int64_t i = 0; i < m; ++i) scale[(i / MR) * MR + i % MR] = W.row_scales[r0 + i][b];
+#if defined(__SSE2__)
+  if (kk % 16 == 0) {
+    bool ok = true;
+    for (std::int64_t p = 0; p < panels; ++p)
+      ok &= pack_panel_fp8_sse2(W, r0 + p * MR, std::min(MR, m - p * MR), k0, kk, dst + p * kk * MR);
+    return ok;
+  }
+#endif
+  std::fill(dst, dst + panels * kk * MR, std::uint8_t{0});
+  unsigned nan = 0;
+  for (std::int64_t i = 0; i < m; ++i) {
+    std::uint8_t* out = dst + (i / MR) * kk * MR + fp8_slot(i % MR);
+    const std::uint8_t* src = W.row_data[r0 + i] + k0;
+    for (std::int64_t k = 0; k < kk; ++k) {
+      const std::uint8_t q = src[k];
+      nan |= (q & 0x7Fu) == 0x7Fu;
+      out[k * MR] = q;
+    }
+  }
+  return nan == 0;
+}
+
+// Names the first NaN code of a view's rows r0 .. r0+m-1, columns k0 .. k0+kk-1 (an error).
+[[noreturn]] void throw_nan_code(const PackedMatrix& W, std::int64_t r0, std::int64_t m,
+                                 std::int64_t k0, std::int64_t kk) {
+  for (std::int64_t i = 0; i < m; ++i)
+    for (std::int64_t k = 0; k < kk; ++k) {
+      const std::uint8_t q = W.row_data[r0 + i][k0 + k];
+      if ((q & 0x7F) == 0x7F)
+        throw std::runtime_error(fmt::format(
+            "{}: element ({}, {}) of the [{} x {}] matrix is the e4m3 NaN code 0x{:02X}, "
+            "expected a finite value", W.name, r0 + i, k0 + k, W.rows, W.cols, q));
+    }
+  throw std::logic_error("fast::gemm: NaN code reported but not found");
+}
+
+}  // namespace
 
 void gemm(const PackedMatrix& W, const float* X, std::int64_t ldx, std::int64_t N, float* Y,
           std::int64_t ldy, bool accumulate, const Options& opt) {
@@ -459,6 +650,39 @@ void gemm(const PackedMatrix& W, const float* X, std::int64_t ldx, std::int64_t 
     // interleaved panels (4 KB with FP8) kept the hardware prefetcher from following them, and
     // FP8 decode waited on its loads. Every element's sum still runs slice after slice.
     const std::int64_t rows_step = n <= NR ? MR : m;
+    if (W.is_view()) {
+      // Rows where they lie: each slice of each row step packed into this thread's buffer of
+      // at most mc x max(kc, B) values, then the same kernel call as for a packed matrix.
+      thread_local std::vector<std::uint8_t> abuf;
+      thread_local std::vector<float> sbuf;
+      const std::int64_t slice = W.type == WeightType::FP8 ? W.block : kc;
+      const std::int64_t esize = W.type == WeightType::F32 ? 4 : W.type == WeightType::BF16 ? 2 : 1;
+      for (std::int64_t i0 = 0; i0 < m; i0 += rows_step) {
+        const std::int64_t mm = std::min(rows_step, m - i0), panels = (mm + MR - 1) / MR;
+        float* y = Y + r0 + i0 + c0 * ldy;
+        for (std::int64_t k0 = 0; k0 < K; k0 += slice) {
+          const std::int64_t kk = std::min(slice, K - k0);
+          abuf.resize(static_cast<std::size_t>(panels * kk * MR * esize));
+          const bool acc = accumulate || k0 > 0;
+          if (W.type == WeightType::FP8) {
+            sbuf.resize(static_cast<std::size_t>(panels * MR));
+            if (!pack_view_fp8(W, r0 + i0, mm, k0, kk, abuf.data(), sbuf.data()))
+              throw_nan_code(W, r0 + i0, mm, k0, kk);
+            gemm_panels(mm, n, kk, abuf.data(), kk * MR, MR, sbuf.data(), MR, xc + k0 * bk,
+                        b_panel, bk, bj, y, ldy, acc, b_scaled);
+          } else if (W.type == WeightType::BF16) {
+            auto* a = reinterpret_cast<std::uint16_t*>(abuf.data());
+            pack_view_values(W, r0 + i0, mm, k0, kk, a);
+            gemm_panels(mm, n, kk, a, kk * MR, MR, xc + k0 * bk, b_panel, bk, bj, y, ldy, acc);
+          } else {
+            auto* a = reinterpret_cast<float*>(abuf.data());
+            pack_view_values(W, r0 + i0, mm, k0, kk, a);
+            gemm_panels(mm, n, kk, a, kk * MR, MR, xc + k0 * bk, b_panel, bk, bj, y, ldy, acc);
+          }
+        }
+      }
+      return;
+    }
     if (W.type == WeightType::FP8) {
       // One slice per scale block: its sum times each row's scale, added to Y block after block.
       const std::int64_t B = W.block, scale_panel = W.n_kblocks() * MR;

@@ -27,6 +27,7 @@
 
 #include <armadillo>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -73,10 +74,25 @@ constexpr std::int64_t fp8_slot(std::int64_t r) {
   return r < 16 ? (r / 4) * 8 + r % 4 : ((r - 16) / 4) * 8 + 4 + (r - 16) % 4;
 }
 
+// A matrix is held in one of two ways:
+//  * packed (the vectors below): the panels are built once, and gemm reads them in place;
+//  * as rows where they lie (a view, is_view()): row i's K stored values start at row_data[i]
+//    (little-endian float32, bfloat16 bits or e4m3 codes, any alignment), e.g. inside a mapped
+//    checkpoint in its own [out, in] layout, and, for FP8, row i's ceil(K/B) block scales at
+//    row_scales[i]. Nothing is copied up front: gemm packs each task's mc x kc block of rows
+//    into a cache-sized buffer of the same panel layout as it goes (as BLAS libraries do) and
+//    runs the same kernel on it, with the same slices, so a view gives the same bits as the
+//    packed matrix of the same values. Rows of several tensors may be stacked or regrouped
+//    freely (one pointer per row).
 struct PackedMatrix {
   std::int64_t rows = 0;      // M
   std::int64_t cols = 0;      // K
   WeightType type = WeightType::F32;
+  std::vector<const std::uint8_t*> row_data;  // view: M row pointers
+  std::vector<const float*> row_scales;       // view, FP8: M pointers to each row's scales
+  std::shared_ptr<const void> keep;           // view: owner of what the pointers point into, if any
+  std::string name;                           // view: names the tensors in messages
+  bool is_view() const { return !row_data.empty(); }
   std::vector<float> panels;               // F32: ceil(M/MR) panels of K*MR floats
   std::vector<std::uint16_t> panels_bf16;  // BF16: the same layout, bfloat16 bit patterns
   std::vector<std::uint8_t> panels_fp8;    // FP8: the same layout, e4m3 codes (rows of a k in fp8_slot order)

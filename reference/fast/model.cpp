@@ -33,7 +33,19 @@ std::int64_t cache_bytes(const Config& c, std::int64_t tokens) {
   return c.num_hidden_layers * LatentKvCache::bytes_for(tokens, c.kv_lora_rank, c.qk_rope_head_dim);
 }
 
+arma::fmat ResidentWeights::head(const arma::fmat& x, const Options& opt) const {
+  return gemm(W_.W_head, x, opt);
+}
+
 arma::fmat forward(const ModelWeightsF& W, const Config& c, const std::vector<std::int64_t>& tokens,
+                   std::int64_t pos0, ModelCache* cache, const Options& opt, Tracer* tr) {
+  if (static_cast<std::int64_t>(W.layers.size()) != c.num_hidden_layers)
+    throw std::invalid_argument(fmt::format("fast::forward: weights have {} layers, config '{}' has {}",
+                                            W.layers.size(), c.name, c.num_hidden_layers));
+  return forward(ResidentWeights(W), c, tokens, pos0, cache, opt, tr);
+}
+
+arma::fmat forward(const WeightsAccess& W, const Config& c, const std::vector<std::int64_t>& tokens,
                    std::int64_t pos0, ModelCache* cache, const Options& opt, Tracer* tr) {
   const std::int64_t T = static_cast<std::int64_t>(tokens.size()), d = c.d(), V = c.vocab_size;
   if (T == 0) throw std::invalid_argument("fast::forward: no tokens");
@@ -41,9 +53,6 @@ arma::fmat forward(const ModelWeightsF& W, const Config& c, const std::vector<st
     throw std::invalid_argument(fmt::format(
         "fast::forward: positions {} .. {} exceed max_position_embeddings = {} of config '{}'",
         pos0, pos0 + T - 1, c.max_position_embeddings, c.name));
-  if (static_cast<std::int64_t>(W.layers.size()) != c.num_hidden_layers)
-    throw std::invalid_argument(fmt::format("fast::forward: weights have {} layers, config '{}' has {}",
-                                            W.layers.size(), c.name, c.num_hidden_layers));
   if (cache && static_cast<std::int64_t>(cache->layers.size()) != c.num_hidden_layers)
     throw std::invalid_argument(fmt::format("fast::forward: the cache has {} layers, expected {}",
                                             cache->layers.size(), c.num_hidden_layers));
@@ -57,31 +66,33 @@ arma::fmat forward(const ModelWeightsF& W, const Config& c, const std::vector<st
     if (tokens[t] < 0 || tokens[t] >= V)
       throw std::invalid_argument(fmt::format(
           "fast::forward: token {} at index {} is outside the vocabulary [0, {})", tokens[t], t, V));
-    W.E.row(tokens[t], h.colptr(t));
+    W.embed(tokens[t], h.colptr(t));
   }
   TRACE(tr, "embed.h", h);
 
   for (std::int64_t l = 0; l < c.num_hidden_layers; ++l) {
-    const BlockWeightsF& B = W.layers[static_cast<std::size_t>(l)];
-    TraceScope scope(tr, fmt::format("layers.{}", l));
-    const arma::fmat attn_norm = rmsnorm(h, B.w_attn_norm, c.rms_norm_eps);
-    TRACE(tr, "attn_norm", attn_norm);
-    const arma::fmat u = mla_forward(attn_norm, B.attn, c, pos0,
-                                     cache ? &cache->layers[static_cast<std::size_t>(l)] : nullptr,
-                                     opt, tr);
-    h += u;  // h_attn = h + u
-    TRACE(tr, "h_attn", h);
-    const arma::fmat ffn_norm = rmsnorm(h, B.w_ffn_norm, c.rms_norm_eps);
-    TRACE(tr, "ffn_norm", ffn_norm);
-    h += B.is_moe ? moe_forward(ffn_norm, B.moe, c, opt, tr) : swiglu_ffn(ffn_norm, B.dense, opt, tr);
-    TRACE(tr, "h", h);
-    if (!h.is_finite())
-      throw std::runtime_error(fmt::format(
-          "fast::forward: the hidden state after layer {} holds inf or NaN (config '{}')", l, c.name));
+    W.with_layer(l, [&](const BlockWeightsF& B) {
+      TraceScope scope(tr, fmt::format("layers.{}", l));
+      const arma::fmat attn_norm = rmsnorm(h, B.w_attn_norm, c.rms_norm_eps);
+      TRACE(tr, "attn_norm", attn_norm);
+      const arma::fmat u = mla_forward(attn_norm, B.attn, c, pos0,
+                                       cache ? &cache->layers[static_cast<std::size_t>(l)] : nullptr,
+                                       opt, tr);
+      h += u;  // h_attn = h + u
+      TRACE(tr, "h_attn", h);
+      const arma::fmat ffn_norm = rmsnorm(h, B.w_ffn_norm, c.rms_norm_eps);
+      TRACE(tr, "ffn_norm", ffn_norm);
+      h += B.is_moe ? moe_forward(ffn_norm, B.moe, c, opt, tr) : swiglu_ffn(ffn_norm, B.dense, opt, tr);
+      TRACE(tr, "h", h);
+      if (!h.is_finite())
+        throw std::runtime_error(fmt::format(
+            "fast::forward: the hidden state after layer {} holds inf or NaN (config '{}')", l, c.name));
+    });
+    if (W.on_layer_done) W.on_layer_done(l, c.num_hidden_layers);
   }
-  const arma::fmat final_norm = rmsnorm(h, W.w_final_norm, c.rms_norm_eps);
+  const arma::fmat final_norm = rmsnorm(h, W.final_norm(), c.rms_norm_eps);
   TRACE(tr, "final_norm", final_norm);
-  arma::fmat logits = gemm(W.W_head, final_norm, opt);  // logits: [V, T]
+  arma::fmat logits = W.head(final_norm, opt);  // logits: [V, T]
   TRACE(tr, "logits", logits);
   return logits;
 }
@@ -93,6 +104,21 @@ arma::fvec decode(const ModelWeightsF& W, const Config& c, std::int64_t token, M
 }
 
 arma::fmat forward_incremental(const ModelWeightsF& W, const Config& c,
+                               const std::vector<std::int64_t>& tokens, std::int64_t P,
+                               const Options& opt, Tracer* tr) {
+  if (static_cast<std::int64_t>(W.layers.size()) != c.num_hidden_layers)
+    throw std::invalid_argument(fmt::format("fast::forward: weights have {} layers, config '{}' has {}",
+                                            W.layers.size(), c.name, c.num_hidden_layers));
+  return forward_incremental(ResidentWeights(W), c, tokens, P, opt, tr);
+}
+
+arma::fvec decode(const WeightsAccess& W, const Config& c, std::int64_t token, ModelCache& cache,
+                  const Options& opt, Tracer* tr) {
+  const arma::fmat logits = forward(W, c, {token}, cache.length(), &cache, opt, tr);
+  return logits.col(0);
+}
+
+arma::fmat forward_incremental(const WeightsAccess& W, const Config& c,
                                const std::vector<std::int64_t>& tokens, std::int64_t P,
                                const Options& opt, Tracer* tr) {
   const std::int64_t T = static_cast<std::int64_t>(tokens.size());

@@ -12,6 +12,7 @@
 
 #include <armadillo>
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "reference/deepseek/config.hpp"
@@ -32,6 +33,48 @@ struct ModelCache {
 ModelCache make_cache(const Config& c, std::int64_t reserve_tokens = 0);
 // Bytes of a model cache holding `tokens` tokens: L (tokens (r_kv + d_rope) + MR) * 4.
 std::int64_t cache_bytes(const Config& c, std::int64_t tokens);
+
+// What a forward pass needs from the weights, however they are held: all resident
+// (ModelWeightsF), or fetched from a source layer by layer (source_model.hpp).
+class WeightsAccess {
+ public:
+  virtual ~WeightsAccess() = default;
+  // Token v's embedding row, float32, into out[0 .. d-1].
+  virtual void embed(std::int64_t v, float* out) const = 0;
+  // Calls use(B) with layer l's weights: they may be fetched for this call and released after
+  // (a MoE layer's routed experts may come through MoeWeightsF::fetch_expert).
+  virtual void with_layer(std::int64_t l, const std::function<void(const BlockWeightsF&)>& use) const = 0;
+  virtual const std::vector<float>& final_norm() const = 0;  // [d]
+  // logits = W_head x: [V, T] for x [d, T].
+  virtual arma::fmat head(const arma::fmat& x, const Options& opt) const = 0;
+  // Called after layer l of L has run (progress lines); may be empty.
+  std::function<void(std::int64_t l, std::int64_t L)> on_layer_done;
+};
+
+// The resident model as a WeightsAccess (nothing fetched, nothing released).
+class ResidentWeights : public WeightsAccess {
+ public:
+  explicit ResidentWeights(const ModelWeightsF& W) : W_(W) {}
+  void embed(std::int64_t v, float* out) const override { W_.E.row(v, out); }
+  void with_layer(std::int64_t l, const std::function<void(const BlockWeightsF&)>& use) const override {
+    use(W_.layers.at(static_cast<std::size_t>(l)));
+  }
+  const std::vector<float>& final_norm() const override { return W_.w_final_norm; }
+  arma::fmat head(const arma::fmat& x, const Options& opt) const override;
+  std::int64_t layers() const { return static_cast<std::int64_t>(W_.layers.size()); }
+
+ private:
+  const ModelWeightsF& W_;
+};
+
+// The three entry points below, for any WeightsAccess.
+arma::fmat forward(const WeightsAccess& W, const Config& c, const std::vector<std::int64_t>& tokens,
+                   std::int64_t pos0, ModelCache* cache, const Options& opt, Tracer* tr);
+arma::fvec decode(const WeightsAccess& W, const Config& c, std::int64_t token, ModelCache& cache,
+                  const Options& opt, Tracer* tr);
+arma::fmat forward_incremental(const WeightsAccess& W, const Config& c,
+                               const std::vector<std::int64_t>& tokens, std::int64_t P,
+                               const Options& opt, Tracer* tr);
 
 // tokens at positions pos0 .. pos0+T-1. cache: null (the keys are then the T new tokens only,
 // as in the reference) or holding exactly pos0 tokens. Returns logits [V, T].

@@ -16,7 +16,7 @@ namespace dsr1::fast {
 arma::fmat moe_forward(const arma::fmat& x, const MoeWeightsF& W, const Config& c,
                        const Options& opt, Tracer* tr) {
   const arma::uword d = x.n_rows, T = x.n_cols, N_r = c.n_routed_experts;
-  if (W.experts.size() != N_r)
+  if (W.experts.size() != N_r && !(W.experts.empty() && W.fetch_expert))
     throw std::invalid_argument(fmt::format("fast::moe_forward: {} routed experts, expected N_r={}",
                                             W.experts.size(), N_r));
   const Routing r = route(x, W, c, opt, tr);
@@ -39,7 +39,12 @@ arma::fmat moe_forward(const arma::fmat& x, const MoeWeightsF& W, const Config& 
     arma::fmat x_e(d, tokens[e].size());  // x_e: [d, T_e]
     for (arma::uword j = 0; j < tokens[e].size(); ++j)
       std::copy_n(x.colptr(tokens[e][j]), d, x_e.colptr(j));
-    y[e] = swiglu_ffn(x_e, W.experts[e], opt, nullptr, "");
+    if (!W.experts.empty()) {
+      y[e] = swiglu_ffn(x_e, W.experts[e], opt, nullptr, "");
+    } else {  // fetched now, released at the end of this iteration
+      const FfnWeightsF E = W.fetch_expert(static_cast<std::int64_t>(e));
+      y[e] = swiglu_ffn(x_e, E, opt, nullptr, "");
+    }
   }
   // Combine: routed_t = sum_k g_{k,t} y_{i_k}[:, slot], in increasing expert index (as the
   // reference), one task per block of nc tokens.

@@ -1,9 +1,13 @@
 // Packing the fast path's weights straight from a weight source (see pack.hpp).
 #include "reference/fast/pack.hpp"
+#include "reference/fast/source_model.hpp"
 
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <set>
@@ -169,6 +173,9 @@ class Packer {
       std::copy_n(grid.data() + ((first + i) / B_) * R.n_kb, R.n_kb, R.scales.data() + i * R.n_kb);
   }
 
+  const Checkpoint* checkpoint() const { return ckpt_; }
+
+ public:
   // The scale grid [ceil(rows/B), ceil(cols/B)] of an FP8 weight, read once (a few KB).
   const std::vector<float>& scale_grid(const std::string& name, u64 rows, u64 cols) {
     auto it = grids_.find(name);
@@ -182,9 +189,15 @@ class Packer {
       throw std::runtime_error(fmt::format("{}: dtype {}, expected F32", what(s),
                                            st::to_string(ckpt_->dtype(s))));
     const std::vector<double> g = src_.read(s).data;  // F32, so exact in double and back
+    for (std::size_t i = 0; i < g.size(); ++i)
+      if (!std::isfinite(g[i]) || g[i] < 0)
+        throw std::runtime_error(fmt::format("{}: element {} is {}, expected a finite scale >= 0",
+                                             what(s), i, g[i]));
     if (grids_.size() > 16) grids_.clear();  // only the matrix being packed needs its grid
     return grids_[name] = std::vector<float>(g.begin(), g.end());
   }
+
+ private:
 
   // Values quantised as `dsr1 init-model --dtype fp8` quantises them: whole B x B blocks
   // (quantize_fp8_rows), so rows from the block row containing `first` are read and quantised,
@@ -318,6 +331,31 @@ MlaWeightsF pack_mla(Packer& pk, const Config& c, const std::string& p) {
   return F;
 }
 
+// Layer l: norms, attention, and the dense MLP or the router, the shared expert and (with
+// all_experts) every routed expert; without, the experts are left to MoeWeightsF::fetch_expert.
+BlockWeightsF pack_block(Packer& pk, const Config& c, std::int64_t l, bool all_experts) {
+  const u64 d = c.hidden_size;
+  const std::string p = fmt::format("model.layers.{}.", l);
+  BlockWeightsF b;
+  b.w_attn_norm = pk.vector(p + "input_layernorm.weight", d);
+  b.w_ffn_norm = pk.vector(p + "post_attention_layernorm.weight", d);
+  b.attn = pack_mla(pk, c, p);
+  b.is_moe = c.is_moe_layer(l);
+  if (!b.is_moe) {
+    b.dense = pack_ffn(pk, p + "mlp.", d, c.intermediate_size);
+  } else {
+    const u64 N_r = c.n_routed_experts, I_e = c.moe_intermediate_size;
+    b.moe.W_g = pk.stack({{p + "mlp.gate.weight", N_r}}, d);
+    if (c.has_gate_bias()) b.moe.b = pk.vector_double(p + "mlp.gate.e_score_correction_bias", N_r);
+    if (all_experts)
+      for (u64 j = 0; j < N_r; ++j)
+        b.moe.experts.push_back(pack_ffn(pk, fmt::format("{}mlp.experts.{}.", p, j), d, I_e));
+    if (c.n_shared_experts > 0)
+      b.moe.shared = pack_ffn(pk, p + "mlp.shared_experts.", d, c.n_shared_experts * I_e);
+  }
+  return b;
+}
+
 }  // namespace
 
 WeightType stored_weight_type(const Config& c) {
@@ -355,27 +393,8 @@ ModelWeightsF pack_weights(const TensorSource& src, const Config& c, WeightType 
   F.w_final_norm = pk.vector("model.norm.weight", d);
   F.W_head = pk.stack({{c.tie_word_embeddings ? embed : std::string("lm_head.weight"), V}}, d);
 
-  for (std::int64_t l = 0; l < c.num_hidden_layers; ++l) {
-    const std::string p = fmt::format("model.layers.{}.", l);
-    BlockWeightsF b;
-    b.w_attn_norm = pk.vector(p + "input_layernorm.weight", d);
-    b.w_ffn_norm = pk.vector(p + "post_attention_layernorm.weight", d);
-    b.attn = pack_mla(pk, c, p);
-    b.is_moe = c.is_moe_layer(l);
-    if (!b.is_moe) {
-      b.dense = pack_ffn(pk, p + "mlp.", d, c.intermediate_size);
-    } else {
-      const u64 N_r = c.n_routed_experts, I_e = c.moe_intermediate_size;
-      b.moe.W_g = pk.stack({{p + "mlp.gate.weight", N_r}}, d);
-      if (c.has_gate_bias()) b.moe.b = pk.vector_double(p + "mlp.gate.e_score_correction_bias", N_r);
-      // The fast path routes at run time, so every expert is packed.
-      for (u64 j = 0; j < N_r; ++j)
-        b.moe.experts.push_back(pack_ffn(pk, fmt::format("{}mlp.experts.{}.", p, j), d, I_e));
-      if (c.n_shared_experts > 0)
-        b.moe.shared = pack_ffn(pk, p + "mlp.shared_experts.", d, c.n_shared_experts * I_e);
-    }
-    F.layers.push_back(std::move(b));
-  }
+  // The fast path routes at run time, so every expert is packed.
+  for (std::int64_t l = 0; l < c.num_hidden_layers; ++l) F.layers.push_back(pack_block(pk, c, l, true));
   return F;
 }
 
@@ -395,6 +414,314 @@ double packed_model_bytes(const Config& c, WeightType type) {
     bytes += n;
   }
   return bytes;
+}
+
+// ---------------------------------------------------------------------------------------------
+// SourceModel (source_model.hpp): the weights fetched from the source when they are used.
+
+namespace {
+
+// Views of rows of tensors where they lie in a mapped checkpoint (PackedMatrix::is_view),
+// stacked in the order added.
+class ViewBuilder {
+ public:
+  ViewBuilder(Packer& pk, const Checkpoint& ck, u64 B) : pk_(pk), ck_(ck), B_(B) {}
+
+  // Appends rows first .. first+count-1 of the 2-D tensor `name`.
+  void add(PackedMatrix& P, const std::string& name, u64 first, u64 count) {
+    const st::TensorInfo& t = ck_.info(name);
+    const u64 rows = t.shape.at(0), cols = t.shape.at(1);
+    const WeightType form = form_of(t.dtype, name);
+    if (P.row_data.empty() && P.rows == 0) {
+      P.type = form;
+      P.cols = static_cast<std::int64_t>(cols);
+      P.block = form == WeightType::FP8 ? static_cast<std::int64_t>(B_) : 0;
+      P.keep = std::make_shared<std::vector<std::shared_ptr<const std::vector<float>>>>();
+    }
+    if (form != P.type || static_cast<std::int64_t>(cols) != P.cols)
+      throw std::runtime_error(fmt::format(
+          "{}: stored as {} [{}, {}], but the matrix it is stacked into ({}) is {} with {} columns",
+          pk_.what(name), st::to_string(t.dtype), rows, cols, P.name, to_string(P.type), P.cols));
+    if (first + count > rows)
+      throw std::runtime_error(fmt::format("{}: rows {}..{} of {}", pk_.what(name), first,
+                                           first + count - 1, rows));
+    const std::uint8_t* base = ck_.mapped_data(name);
+    const u64 esize = st::dtype_size(t.dtype);
+    const float* grid = nullptr;
+    const u64 n_kb = ceil_div(cols, B_);
+    if (form == WeightType::FP8) {
+      auto g = std::make_shared<const std::vector<float>>(pk_.scale_grid(name, rows, cols));
+      grid = g->data();
+      auto* keep = static_cast<std::vector<std::shared_ptr<const std::vector<float>>>*>(
+          const_cast<void*>(P.keep.get()));
+      keep->push_back(std::move(g));
+    }
+    for (u64 i = first; i < first + count; ++i) {
+      P.row_data.push_back(base + i * cols * esize);
+      if (grid) P.row_scales.push_back(grid + (i / B_) * n_kb);
+    }
+    P.rows += static_cast<std::int64_t>(count);
+    P.name = P.name.empty() ? pk_.what(name) : P.name + " + " + name;
+  }
+
+  PackedMatrix stack(const std::vector<std::pair<std::string, u64>>& parts, u64 cols) {
+    PackedMatrix P;
+    for (const auto& [name, rows] : parts) {
+      pk_.expect(name, {rows, cols});
+      add(P, name, 0, rows);
+    }
+    return P;
+  }
+
+  static bool mappable(st::DType t) {
+    return t == st::DType::F8_E4M3 || t == st::DType::BF16 || t == st::DType::F32;
+  }
+
+ private:
+  WeightType form_of(st::DType t, const std::string& name) const {
+    switch (t) {
+      case st::DType::F8_E4M3: return WeightType::FP8;
+      case st::DType::BF16: return WeightType::BF16;
+      case st::DType::F32: return WeightType::F32;
+      default:
+        throw std::runtime_error(fmt::format("{}: stored as {}, which the fast path cannot use in "
+                                             "place (F8_E4M3, BF16 or F32)", pk_.what(name),
+                                             st::to_string(t)));
+    }
+  }
+  Packer& pk_;
+  const Checkpoint& ck_;
+  u64 B_;
+};
+
+FfnWeightsF view_ffn(ViewBuilder& vb, const std::string& p, u64 d, u64 width) {
+  FfnWeightsF F;
+  F.I = static_cast<std::int64_t>(width);
+  F.W_gate_up = vb.stack({{p + "gate_proj.weight", width}, {p + "up_proj.weight", width}}, d);
+  F.W_down = vb.stack({{p + "down_proj.weight", d}}, width);
+  return F;
+}
+
+// Layer l's attention as views, but W_UK_h^T, which is packed (transposed) from kv_b_proj.
+MlaWeightsF view_mla(Packer& pk, ViewBuilder& vb, const Config& c, const std::string& p) {
+  const u64 d = c.hidden_size, n_h = c.num_attention_heads, d_nope = c.qk_nope_head_dim,
+            d_rope = c.qk_rope_head_dim, d_v = c.v_head_dim, r_kv = c.kv_lora_rank,
+            r_q = c.q_lora_rank, B = pk.block();
+  const std::string q_a = p + "self_attn.q_a_proj.weight", kv_a = p + "self_attn.kv_a_proj_with_mqa.weight",
+                    kv_b = p + "self_attn.kv_b_proj.weight";
+  const std::string q_name = c.has_q_lora() ? p + "self_attn.q_b_proj.weight" : p + "self_attn.q_proj.weight";
+  const u64 q_in = c.has_q_lora() ? r_q : d, q_rows = n_h * (d_nope + d_rope);
+  pk.expect(q_name, {q_rows, q_in});
+  pk.expect(kv_a, {r_kv + d_rope, d});
+  // [W_UQ ; W_QR]: every head's nope rows, then every head's rope rows (as regroup_q).
+  auto regroup_q = [&](PackedMatrix& P) {
+    for (u64 h = 0; h < n_h; ++h) vb.add(P, q_name, h * (d_nope + d_rope), d_nope);
+    for (u64 h = 0; h < n_h; ++h) vb.add(P, q_name, h * (d_nope + d_rope) + d_nope, d_rope);
+  };
+  MlaWeightsF F;
+  if (c.has_q_lora()) {
+    F.W_x = vb.stack({{q_a, r_q}, {kv_a, r_kv + d_rope}}, d);
+    regroup_q(F.W_q);
+    F.w_q = pk.vector(p + "self_attn.q_a_layernorm.weight", r_q);
+  } else {
+    regroup_q(F.W_x);
+    vb.add(F.W_x, kv_a, 0, r_kv + d_rope);
+  }
+  F.w_kv = pk.vector(p + "self_attn.kv_a_layernorm.weight", r_kv);
+  const u64 kv_rows = n_h * (d_nope + d_v);
+  pk.expect(kv_b, {kv_rows, r_kv});
+  PackedMatrix probe;
+  vb.add(probe, kv_b, 0, 1);
+  const WeightType kv_form = probe.type;
+  const WeightType uk_form =
+      kv_form == WeightType::FP8 && (d_nope + d_v) % B != 0 ? WeightType::F32 : kv_form;
+  const Rows KV = pk.read(kv_b, kv_rows, r_kv, 0, kv_rows, kv_form);
+  for (u64 h = 0; h < n_h; ++h) {
+    const auto head = static_cast<std::int64_t>(h * (d_nope + d_v));
+    F.W_UK_T.push_back(pack_uk_transposed(pk, KV, head, static_cast<std::int64_t>(d_nope), uk_form,
+                                          pk.what(kv_b)));
+    PackedMatrix UV;
+    vb.add(UV, kv_b, h * (d_nope + d_v) + d_nope, d_v);
+    F.W_UV.push_back(std::move(UV));
+  }
+  F.W_O = vb.stack({{p + "self_attn.o_proj.weight", d}}, n_h * d_v);
+  return F;
+}
+
+BlockWeightsF view_block(Packer& pk, ViewBuilder& vb, const Config& c, std::int64_t l) {
+  const u64 d = c.hidden_size;
+  const std::string p = fmt::format("model.layers.{}.", l);
+  BlockWeightsF b;
+  b.w_attn_norm = pk.vector(p + "input_layernorm.weight", d);
+  b.w_ffn_norm = pk.vector(p + "post_attention_layernorm.weight", d);
+  b.attn = view_mla(pk, vb, c, p);
+  b.is_moe = c.is_moe_layer(l);
+  if (!b.is_moe) {
+    b.dense = view_ffn(vb, p + "mlp.", d, c.intermediate_size);
+  } else {
+    const u64 N_r = c.n_routed_experts, I_e = c.moe_intermediate_size;
+    b.moe.W_g = vb.stack({{p + "mlp.gate.weight", N_r}}, d);
+    if (c.has_gate_bias()) b.moe.b = pk.vector_double(p + "mlp.gate.e_score_correction_bias", N_r);
+    if (c.n_shared_experts > 0)
+      b.moe.shared = view_ffn(vb, p + "mlp.shared_experts.", d, c.n_shared_experts * I_e);
+  }
+  return b;
+}
+
+std::string head_name(const Config& c) {
+  return c.tie_word_embeddings ? std::string("model.embed_tokens.weight") : std::string("lm_head.weight");
+}
+
+}  // namespace
+
+bool can_map(const TensorSource& src, const Config& c, WeightType type) {
+  const auto* ck = dynamic_cast<const Checkpoint*>(&src);
+  if (!ck || type != stored_weight_type(c)) return false;
+  const std::string layer_prefix = "model.layers.";
+  for (const std::string& name : ck->names()) {
+    const st::TensorInfo& t = ck->info(name);
+    if (t.shape.size() != 2 || name.size() < 7 || name.compare(name.size() - 7, 7, ".weight") != 0)
+      continue;  // vectors, scale grids
+    if (name.rfind(layer_prefix, 0) == 0) {
+      const std::int64_t l = std::atoll(name.c_str() + layer_prefix.size());
+      if (l >= c.num_hidden_layers) continue;  // MTP layers: not on the fast path
+    }
+    if (!ViewBuilder::mappable(t.dtype)) return false;
+  }
+  return true;
+}
+
+struct SourceModel::Impl {
+  Impl(const TensorSource& s, const Config& cfg, WeightType t, const PackOptions& o)
+      : src(s), c(cfg), type(t), pk(s, cfg, t, o), mapped(can_map(s, cfg, t)) {}
+  const TensorSource& src;
+  Config c;
+  WeightType type;
+  mutable Packer pk;
+  bool mapped;
+  std::unique_ptr<ViewBuilder> vb;  // mapped only
+  EmbeddingF E;                     // mapped: the rows in place
+  PackedMatrix head;                // mapped: a view
+  std::vector<float> w_final_norm;
+};
+
+SourceModel::SourceModel(const TensorSource& src, const Config& c, WeightType type,
+                         const PackOptions& options)
+    : impl_(std::make_unique<Impl>(src, c, type, options)) {
+  check_source(c, src, /*with_mtp=*/false);
+  if (type == WeightType::FP8 && c.weight_block_size < 1)
+    throw std::invalid_argument(fmt::format("config '{}': weight_block_size = {}, expected >= 1",
+                                            c.name, c.weight_block_size));
+  Impl& m = *impl_;
+  const u64 d = c.hidden_size, V = c.vocab_size;
+  const std::string embed = "model.embed_tokens.weight";
+  m.pk.expect(embed, {V, d});
+  m.pk.expect(head_name(c), {V, d});
+  m.w_final_norm = m.pk.vector("model.norm.weight", d);
+  m.E.V = static_cast<std::int64_t>(V);
+  m.E.d = static_cast<std::int64_t>(d);
+  if (m.mapped) {
+    const auto& ck = *dynamic_cast<const Checkpoint*>(&src);
+    m.vb = std::make_unique<ViewBuilder>(m.pk, ck, static_cast<u64>(c.weight_block_size));
+    const st::DType et = ck.dtype(embed);
+    if (et != st::DType::BF16 && et != st::DType::F32)
+      throw std::runtime_error(fmt::format("{}: stored as {}, expected BF16 or F32",
+                                           m.pk.what(embed), st::to_string(et)));
+    m.E.type = et == st::DType::BF16 ? WeightType::BF16 : WeightType::F32;
+    m.E.mapped = ck.mapped_data(embed);
+    m.head = m.vb->stack({{head_name(c), V}}, d);
+  } else {
+    m.E.type = type == WeightType::F32 ? WeightType::F32 : WeightType::BF16;
+  }
+}
+
+SourceModel::~SourceModel() = default;
+const Config& SourceModel::config() const { return impl_->c; }
+WeightType SourceModel::type() const { return impl_->type; }
+bool SourceModel::mapped() const { return impl_->mapped; }
+const std::vector<float>& SourceModel::final_norm() const { return impl_->w_final_norm; }
+
+void SourceModel::embed(std::int64_t v, float* out) const {
+  const Impl& m = *impl_;
+  if (m.mapped) return m.E.row(v, out);
+  // One row from the source, in the embedding's storage (as pack_weights fills the table).
+  const Rows R = m.pk.read("model.embed_tokens.weight", static_cast<u64>(m.E.V), static_cast<u64>(m.E.d),
+                           static_cast<u64>(v), 1, m.E.type);
+  for (std::int64_t i = 0; i < m.E.d; ++i)
+    out[i] = m.E.type == WeightType::BF16
+                 ? std::bit_cast<float>(static_cast<std::uint32_t>(R.bits[i]) << 16)
+                 : static_cast<float>(R.values[i]);
+}
+
+BlockWeightsF SourceModel::layer(std::int64_t l) const {
+  const Impl& m = *impl_;
+  const Config& c = m.c;
+  const u64 d = c.hidden_size, I_e = c.moe_intermediate_size;
+  if (m.mapped) {
+    BlockWeightsF b = view_block(m.pk, *m.vb, c, l);
+    if (b.is_moe)
+      b.moe.fetch_expert = [&m, l, d, I_e](std::int64_t j) {
+        return view_ffn(*m.vb, fmt::format("model.layers.{}.mlp.experts.{}.", l, j), d, I_e);
+      };
+    return b;
+  }
+  BlockWeightsF b = pack_block(m.pk, c, l, /*all_experts=*/false);
+  if (b.is_moe)
+    b.moe.fetch_expert = [&m, l, d, I_e](std::int64_t j) {
+      return pack_ffn(m.pk, fmt::format("model.layers.{}.mlp.experts.{}.", l, j), d, I_e);
+    };
+  return b;
+}
+
+void SourceModel::with_layer(std::int64_t l,
+                             const std::function<void(const BlockWeightsF&)>& use) const {
+  const BlockWeightsF b = layer(l);  // released when this returns
+  use(b);
+}
+
+arma::fmat SourceModel::head(const arma::fmat& x, const Options& opt) const {
+  const Impl& m = *impl_;
+  if (m.mapped) return gemm(m.head, x, opt);
+  // A block of rows at a time: packed, applied, released. Rows are independent sums, so the
+  // bits are those of the whole head's product.
+  const u64 V = m.c.vocab_size, d = m.c.hidden_size, B = m.pk.block();
+  const u64 chunk = std::max<u64>(B, (kChunkValues * 8) / std::max<u64>(d, 1) / B * B);
+  arma::fmat logits(static_cast<arma::uword>(V), x.n_cols);
+  const std::string name = head_name(m.c);
+  const WeightType form = m.pk.form(m.pk.fp8_class(name));
+  for (u64 v0 = 0; v0 < V; v0 += chunk) {
+    const u64 n = std::min(chunk, V - v0);
+    PackedMatrix P = make_packed(static_cast<std::int64_t>(n), static_cast<std::int64_t>(d), form,
+                                 static_cast<std::int64_t>(B));
+    m.pk.copy(P, 0, name, V, d, v0, n);
+    gemm(P, x.memptr(), static_cast<std::int64_t>(d), static_cast<std::int64_t>(x.n_cols),
+         logits.memptr() + v0, static_cast<std::int64_t>(V), false, opt);
+  }
+  return logits;
+}
+
+ModelCache SourceModel::make_cache(std::int64_t reserve_tokens) const {
+  return fast::make_cache(impl_->c, reserve_tokens);
+}
+
+arma::fmat SourceModel::prefill(const std::vector<std::int64_t>& tokens, ModelCache& cache,
+                                const Options& opt, Tracer* tr) const {
+  return fast::forward(*this, impl_->c, tokens, cache.length(), &cache, opt, tr);
+}
+
+arma::fvec SourceModel::decode(std::int64_t token, ModelCache& cache, const Options& opt,
+                               Tracer* tr) const {
+  return fast::decode(*this, impl_->c, token, cache, opt, tr);
+}
+
+arma::fmat SourceModel::forward(const std::vector<std::int64_t>& tokens, const Options& opt,
+                                Tracer* tr) const {
+  return fast::forward(*this, impl_->c, tokens, 0, nullptr, opt, tr);
+}
+
+arma::fmat SourceModel::forward_incremental(const std::vector<std::int64_t>& tokens,
+                                            std::int64_t P, const Options& opt, Tracer* tr) const {
+  return fast::forward_incremental(*this, impl_->c, tokens, P, opt, tr);
 }
 
 }  // namespace dsr1::fast

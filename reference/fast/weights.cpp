@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <bit>
+#include <cstring>
 #include <stdexcept>
 
 #include "reference/deepseek/mla.hpp"
@@ -66,7 +67,14 @@ ModelWeightsF convert_weights(const ModelWeights& W, const Config& c, WeightType
 }
 
 void EmbeddingF::row(std::int64_t v, float* out) const {
-  if (type == WeightType::BF16) {
+  if (mapped && type == WeightType::BF16) {
+    std::vector<std::uint16_t> r(static_cast<std::size_t>(d));
+    std::memcpy(r.data(), mapped + v * d * 2, static_cast<std::size_t>(d) * 2);
+    for (std::int64_t i = 0; i < d; ++i)
+      out[i] = std::bit_cast<float>(static_cast<std::uint32_t>(r[i]) << 16);
+  } else if (mapped) {
+    std::memcpy(out, mapped + v * d * 4, static_cast<std::size_t>(d) * 4);
+  } else if (type == WeightType::BF16) {
     const std::uint16_t* r = bf16.data() + v * d;
     for (std::int64_t i = 0; i < d; ++i)
       out[i] = std::bit_cast<float>(static_cast<std::uint32_t>(r[i]) << 16);

@@ -16,6 +16,7 @@
 // and W_UV_h [d_v, r_kv] (o_h = W_UV_h z_h).
 #pragma once
 
+#include <functional>
 #include <optional>
 #include <vector>
 
@@ -45,7 +46,10 @@ struct FfnWeightsF {
 struct MoeWeightsF {
   PackedMatrix W_g;                   // [N_r, d]
   std::vector<double> b;              // [N_r] e_score_correction_bias (empty when absent)
-  std::vector<FfnWeightsF> experts;   // N_r
+  std::vector<FfnWeightsF> experts;   // N_r, or empty when fetched on demand:
+  // expert j's weights, fetched when a token chose it and released after its product
+  // (a model whose weights come from a source: source_model.hpp).
+  std::function<FfnWeightsF(std::int64_t j)> fetch_expert;
   std::optional<FfnWeightsF> shared;  // width N_s*I_e
 };
 
@@ -65,6 +69,9 @@ struct EmbeddingF {
   WeightType type = WeightType::F32;  // F32 or BF16
   std::vector<float> f32;             // [V, d] row-major (F32)
   std::vector<std::uint16_t> bf16;    // [V, d] row-major (BF16)
+  // Or, when not null, the [V, d] rows where they lie (a mapped checkpoint), stored as `type`
+  // (little-endian, any alignment); nothing is copied but the rows of the tokens used.
+  const std::uint8_t* mapped = nullptr;
   void row(std::int64_t v, float* out) const;  // token v's embedding, widened to float32
   std::int64_t bytes() const { return V * d * (type == WeightType::BF16 ? 2 : 4); }
 };

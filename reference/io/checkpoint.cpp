@@ -182,6 +182,10 @@ Checkpoint::Checkpoint(const std::string& path, CheckpointOptions options)
 
 bool Checkpoint::has(const std::string& name) const { return where_.count(name) != 0; }
 
+const std::uint8_t* Checkpoint::mapped_data(const std::string& name) const {
+  return file(name).raw(name);
+}
+
 const st::File& Checkpoint::file(const std::string& name) const {
   auto it = where_.find(name);
   if (it == where_.end())

@@ -76,6 +76,10 @@ class Checkpoint : public TensorSource {
   // their stored form (fast/pack.hpp). The file pages are released as read_rows does.
   std::vector<std::uint8_t> read_stored_rows(const std::string& name, std::uint64_t first,
                                              std::uint64_t count) const;
+  // The tensor's bytes as stored, where they lie in the mapped file (no copy; little-endian,
+  // row-major, any alignment), for the fast path's views (fast/gemm.hpp). Valid while the
+  // checkpoint lives; the pages are the page cache's, read when touched.
+  const std::uint8_t* mapped_data(const std::string& name) const;
 
  private:
   // The block scales of FP8 weight `name` (validated: F32, 2-D, finite, >= 0), read whole.

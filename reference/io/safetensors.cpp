@@ -3,12 +3,15 @@
 #include "reference/io/safetensors_writer.hpp"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <fmt/format.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <mutex>
 #include <array>
 #include <bit>
 #include <cmath>
@@ -291,6 +294,94 @@ Header parse_header(const std::uint8_t* bytes, std::size_t size, const std::stri
   return h;
 }
 
+namespace {
+
+// Mapped files and the SIGBUS handler that names them. Reading a page of a mapping that lies
+// past the end of its file (the file shrank after it was mapped, e.g. truncated or rewritten
+// in place while a run uses it) raises SIGBUS. Without a handler the process dies with no word
+// of why; with this one it prints which file and at which offset, and exits with status 135
+// (128 + SIGBUS, as a shell reports a death by that signal). Only async-signal-safe calls in
+// the handler: the table is fixed-size, written before a slot's start is published.
+struct MappedRange {
+  std::atomic<std::uintptr_t> start{0};
+  std::size_t size = 0;
+  char path[480] = {};
+};
+constexpr std::size_t kMaxMapped = 1024;
+MappedRange g_mapped[kMaxMapped];
+std::mutex g_mapped_mutex;
+std::atomic<bool> g_handler_installed{false};
+
+void write_all(const char* s, std::size_t n) {
+  while (n > 0) {
+    const ssize_t w = ::write(2, s, n);
+    if (w <= 0) return;
+    s += w;
+    n -= static_cast<std::size_t>(w);
+  }
+}
+void write_str(const char* s) { write_all(s, std::strlen(s)); }
+void write_u64(std::uint64_t v) {
+  char buf[24];
+  int i = 23;
+  buf[i] = 0;
+  do {
+    buf[--i] = static_cast<char>('0' + v % 10);
+    v /= 10;
+  } while (v > 0 && i > 0);
+  write_str(buf + i);
+}
+
+void on_sigbus(int sig, siginfo_t* info, void*) {
+  const auto addr = reinterpret_cast<std::uintptr_t>(info ? info->si_addr : nullptr);
+  for (const MappedRange& r : g_mapped) {
+    const std::uintptr_t start = r.start.load(std::memory_order_acquire);
+    if (start != 0 && addr >= start && addr < start + r.size) {
+      write_str("dsr1: bus error (SIGBUS) reading the mapped file '");
+      write_str(r.path);
+      write_str("' at byte offset ");
+      write_u64(addr - start);
+      write_str(" of the ");
+      write_u64(r.size);
+      write_str(" it had when it was opened: the file shrank or became unreadable while in use "
+                "(truncated, or rewritten in place?). Stopping.\n");
+      ::_exit(128 + sig);
+    }
+  }
+  // Not one of ours: the default action (the process dies by the signal).
+  ::signal(sig, SIG_DFL);
+  ::raise(sig);
+}
+
+void register_mapping(const void* start, std::size_t size, const std::string& path) {
+  if (!g_handler_installed.exchange(true)) {
+    struct sigaction sa {};
+    sa.sa_sigaction = on_sigbus;
+    sa.sa_flags = SA_SIGINFO;
+    sigemptyset(&sa.sa_mask);
+    ::sigaction(SIGBUS, &sa, nullptr);
+  }
+  std::lock_guard<std::mutex> lock(g_mapped_mutex);
+  for (MappedRange& r : g_mapped)
+    if (r.start.load() == 0) {
+      r.size = size;
+      const std::size_t n = std::min(path.size(), sizeof r.path - 1);
+      std::memcpy(r.path, path.data(), n);
+      r.path[n] = 0;
+      r.start.store(reinterpret_cast<std::uintptr_t>(start), std::memory_order_release);
+      return;
+    }
+  // A full table only loses the file's name in the message (the default action then applies).
+}
+
+void unregister_mapping(const void* start) {
+  std::lock_guard<std::mutex> lock(g_mapped_mutex);
+  for (MappedRange& r : g_mapped)
+    if (r.start.load() == reinterpret_cast<std::uintptr_t>(start)) r.start.store(0);
+}
+
+}  // namespace
+
 File::File(const std::string& path) : path_(path) {
   const int fd = ::open(path.c_str(), O_RDONLY);
   if (fd < 0) fail(path, fmt::format("cannot open: {}", std::strerror(errno)));
@@ -312,6 +403,7 @@ File::File(const std::string& path) : path_(path) {
   ::close(fd);
   if (m == MAP_FAILED) fail(path, "mmap failed");
   map_ = static_cast<const std::uint8_t*>(m);
+  register_mapping(map_, map_size_, path);
 
   try {
     Header h = parse_header(map_, map_size_, path);
@@ -320,6 +412,7 @@ File::File(const std::string& path) : path_(path) {
     data_start_ = h.data_start;
     for (std::size_t i = 0; i < tensors_.size(); ++i) index_[tensors_[i].name] = i;
   } catch (...) {
+    unregister_mapping(map_);
     ::munmap(const_cast<std::uint8_t*>(map_), map_size_);
     map_ = nullptr;
     throw;
@@ -327,6 +420,7 @@ File::File(const std::string& path) : path_(path) {
 }
 
 File::~File() {
+  if (map_) unregister_mapping(map_);
   if (map_) ::munmap(const_cast<std::uint8_t*>(map_), map_size_);
 }
 
