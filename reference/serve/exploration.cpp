@@ -87,11 +87,12 @@ std::unique_ptr<Exploration> explore(const WeightStore& weights, const Config& c
   ref::ForwardOptions opt;
   opt.attn = request.attn;
   std::string pass = "main";
-  opt.on_layer_begin = [&](std::int64_t l, std::int64_t) {
+  opt.on_layer_begin = [&](std::int64_t l, std::int64_t L) {
     if (l == 0) release_freed_memory();  // a new pass: hand back what the last one left free
+    if (progress) progress(pass, l, L);
   };
   opt.on_layer_done = [&](std::int64_t l, std::int64_t L) {
-    if (progress) progress(pass, l, L);
+    if (progress) progress(pass, l + 1, L);
   };
 
   // The main model, then (with MTP) its module on the final hidden states.
@@ -101,10 +102,11 @@ std::unique_ptr<Exploration> explore(const WeightStore& weights, const Config& c
     run->next.push_back(top_next_tokens(run->logits.col(t), top_k));
   if (request.mtp) {
     pass = "mtp";
+    if (progress) progress(pass, 0, 1);
     run->mtp_logits = ref::mtp_forward(weights, c, h_final, request.tokens, opt, run->trace.get());
     for (arma::uword t = 0; t < run->mtp_logits.n_cols; ++t)
       run->mtp_next.push_back(top_next_tokens(run->mtp_logits.col(t), top_k));
-    if (progress) progress(pass, 0, 1);
+    if (progress) progress(pass, 1, 1);
   }
   run->seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   run->peak_rss_bytes = peak_rss_bytes();

@@ -69,7 +69,7 @@ struct Exploration {
   double peak_rss_bytes = 0;             // the server process's peak resident set so far
 };
 
-// Called after each layer of each pass: (pass name, layer l, layers L).
+// Called when a layer of a pass begins and when it ends: (pass name, layers done, layers L).
 using LayerProgress = std::function<void(const std::string& pass, std::int64_t l, std::int64_t L)>;
 
 // Runs the reference over request.tokens with the weights of `weights` and keeps what the page

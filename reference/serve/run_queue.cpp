@@ -28,10 +28,13 @@ std::uint64_t RunQueue::start(Job job, const std::string& summary) {
   std::unique_lock lock(mutex_);
   if (status_.state == State::Running) {
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
+    const std::string where = status_.layers == 0 ? std::string("opening the weights")
+                                                  : fmt::format("{} pass, {} of {} layers done", status_.pass,
+                                                                status_.layer, status_.layers);
     throw Busy(fmt::format(
-        "run {} ({}) is still computing: {} pass, layer {} of {}, started {:.0f} s ago. This server runs one "
-        "prompt at a time; wait for it to finish, then press Run again.",
-        status_.run, status_.summary, status_.pass, status_.layer, status_.layers, seconds));
+        "run {} ({}) is still computing ({}, started {:.0f} s ago). This server runs one prompt at a time; "
+        "wait for it to finish, then press Run again.",
+        status_.run, status_.summary, where, seconds));
   }
   // The previous worker has finished its job (state is not Running); reap its thread.
   if (worker_.joinable()) worker_.join();
@@ -48,10 +51,10 @@ std::uint64_t RunQueue::start(Job job, const std::string& summary) {
 }
 
 void RunQueue::work(std::uint64_t id, Job job) {
-  const LayerProgress progress = [this](const std::string& pass, std::int64_t l, std::int64_t L) {
+  const LayerProgress progress = [this](const std::string& pass, std::int64_t done, std::int64_t L) {
     std::lock_guard lock(mutex_);
     status_.pass = pass;
-    status_.layer = l + 1;
+    status_.layer = done;
     status_.layers = L;
   };
   std::unique_ptr<Exploration> result;

@@ -37,7 +37,7 @@ class RunQueue {
     std::uint64_t run = 0;       // id of the current or last run (0: none yet)
     std::string pass;            // "main" or "mtp" while running
     std::int64_t layer = 0;      // layers done in the current pass
-    std::int64_t layers = 0;     // layers of the pass
+    std::int64_t layers = 0;     // layers of the pass (0: no layer has started yet)
     double seconds = 0;          // since the run started (its duration once finished)
     std::string error;           // State::Failed: what the run threw
     std::string summary;         // what the run computes ("4 tokens, naive attention")

@@ -141,7 +141,7 @@ class Explorer {
   std::shared_ptr<const Exploration> finished() const {
     const RunQueue::Status s = queue_.status();
     if (s.state == RunQueue::State::Running)
-      throw RequestError(409, fmt::format("run {} is still computing (layer {} of {})", s.run, s.layer, s.layers));
+      throw RequestError(409, fmt::format("run {} is still computing; GET /api/status follows its progress", s.run));
     auto run = queue_.latest();
     if (!run)
       throw RequestError(404, s.state == RunQueue::State::Failed ? fmt::format("run {} failed: {}", s.run, s.error)

@@ -114,8 +114,9 @@ def runs(server, tokens, layers):
     got, j = server.request("POST", "/api/run", body=json.dumps({"tokens": tokens}))
     check(got == 202 and j.get("run") == 1, f"POST /api/run {tokens} -> {got} {j}")
     got, j = server.request("POST", "/api/run", body=json.dumps({"tokens": "1,2"}))
-    check(got == 409 and re.match(r"^run 1 \(\d+ tokens?, naive attention\) is still computing: main pass, layer \d+ of "
-                                  + str(layers) + r", started \d+ s ago\. This server runs one prompt at a time", j.get("error", "")),
+    check(got == 409 and re.match(r"^run 1 \(\d+ tokens?, naive attention\) is still computing \((opening the weights|main "
+                                  r"pass, \d+ of " + str(layers) + r" layers done), started \d+ s ago\)\. This server runs "
+                                  r"one prompt at a time", j.get("error", "")),
           f"a second POST /api/run while run 1 computes -> {got} {j.get('error', '')[:120]!r}")
     refused(server, "GET", "/api/run", 409, r"^run 1 is still computing")
     s = server.wait_done()
