@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "reference/cli/command.hpp"
+#include "reference/cli/text_input.hpp"
 #include "reference/deepseek/config.hpp"
 #include "reference/io/token_list.hpp"
 #include "reference/tools/golden_set.hpp"
@@ -15,18 +16,17 @@ namespace dsr1::cli {
 namespace {
 
 struct GoldenArgs {
-  std::string preset, config_path, tokens, out, dtype = "f64";
+  std::string preset, config_path, out, dtype = "f64";
+  PromptOptions prompt;  // --text, --chat or --tokens
   std::uint64_t seed = 1;
   std::int64_t decode_from = -1;
 };
 
-// The shared --tokens parser (reference/io/token_list.hpp); a golden set's ids are also >= 0.
-std::vector<std::int64_t> parse_tokens(const std::string& text) {
-  const std::vector<std::int64_t> out = parse_token_list(text, "--tokens");
+// A golden set's ids are also >= 0.
+void check_non_negative(const std::vector<std::int64_t>& out) {
   for (const std::int64_t v : out)
     if (v < 0)
       throw std::invalid_argument(fmt::format("--tokens: '{}' is not a non-negative integer token id", v));
-  return out;
 }
 
 int run_golden(const GoldenArgs& a) {
@@ -37,7 +37,19 @@ int run_golden(const GoldenArgs& a) {
   // A config file is named by its stem in the manifest ("tiny-yarn-16"), not by a local path.
   if (a.preset.empty()) spec.config.name = std::filesystem::path(a.config_path).stem().string();
   spec.seed = a.seed;
-  spec.tokens = parse_tokens(a.tokens);
+  ModelSource source;  // for the tokenizer's choice (text_input.hpp): the preset or config named
+  source.preset_name = a.preset;
+  source.config_path = a.config_path;
+  const Prompt prompt = read_prompt(a.prompt, source, spec.config);
+  spec.tokens = prompt.ids;
+  check_non_negative(spec.tokens);
+  if (prompt.kind != "token ids") {
+    spec.prompt.kind = prompt.kind;
+    spec.prompt.text = prompt.text;
+    for (const std::int64_t id : prompt.ids) spec.prompt.token_strings.push_back(prompt.tokenizer->token_bytes(id));
+    spec.prompt.tokenizer = prompt.tokenizer->origin();
+    if (prompt.format) spec.prompt.chat_format = text::to_string(*prompt.format);
+  }
   const auto T = static_cast<std::int64_t>(spec.tokens.size());
   spec.decode_from = a.decode_from >= 0 ? a.decode_from : T / 2;
   spec.dtype = a.dtype == "f32" ? safetensors::DType::F32 : safetensors::DType::F64;
@@ -55,7 +67,7 @@ const Register reg{Command{
       sub.add_option("--preset", a->preset, "built-in configuration (tiny-v3, tiny-v2-lite, tiny-yarn, ...)");
       sub.add_option("--config", a->config_path, "a HuggingFace config.json");
       sub.add_option("--seed", a->seed, "seed of the portable weight generator (docs/generator.md)");
-      sub.add_option("--tokens", a->tokens, "comma-separated token ids, e.g. 5,17,3");
+      a->prompt.add_options(sub, "--tokens");
       sub.add_option("--out", a->out, "output directory")->required();
       sub.add_option("--dtype", a->dtype, "dtype of the traced tensors: f64 (default) or f32")
           ->check(CLI::IsMember({"f64", "f32"}));

@@ -11,6 +11,7 @@
 #include "reference/io/memory_reuse.hpp"
 #include "reference/cli/model_source.hpp"
 #include "reference/cli/progress.hpp"
+#include "reference/cli/text_input.hpp"
 #include "reference/fast/model.hpp"
 #include "reference/fast/pack.hpp"
 #include "reference/fast/weights.hpp"
@@ -24,7 +25,7 @@ namespace {
 struct RunArgs {
   ModelSource source;
   RunOptions run;
-  std::string tokens;
+  PromptOptions prompt;  // --text, --chat or --tokens
   std::int64_t decode_from = -1;
   bool mtp = false;
   std::vector<std::string> trace;
@@ -115,7 +116,8 @@ std::int64_t count_passes(const RunArgs& a, std::int64_t T) {
 
 int run(const RunArgs& a) {
   const auto started = std::chrono::steady_clock::now();
-  const std::vector<std::int64_t> tokens = parse_token_list(a.tokens, "--tokens");
+  const Prompt prompt = read_prompt(a.prompt, a.source, a.source.config());
+  const std::vector<std::int64_t>& tokens = prompt.ids;
   const auto T = static_cast<std::int64_t>(tokens.size());
   if (a.mtp && a.source.config().num_nextn_predict_layers == 0)
     throw std::invalid_argument(fmt::format("--mtp: model '{}' has no MTP module", a.source.config().name));
@@ -159,6 +161,7 @@ int run(const RunArgs& a) {
   if (!a.trace.empty() && a.jsonl.empty()) {
     PrintOptions po;
     po.precision = a.precision;
+    po.position_labels = prompt.position_labels();  // rows of [T, ...] tensors name their token
     outputs.push_back(std::make_unique<PrintTracer>(a.trace, po));
     sinks.push_back(outputs.back().get());
   }
@@ -198,6 +201,10 @@ int run(const RunArgs& a) {
   if (talk) {
     fmt::print("model: {} ({})\n", c.name, a.source.describe());
     fmt::print("{}\n", describe_conventions(c));
+    if (!prompt.text.empty())
+      fmt::print("{}{}: {} tokens from \"{}\"\n", prompt.kind,
+                 prompt.format ? fmt::format(" ({} format)", text::to_string(*prompt.format)) : "", T,
+                 prompt.text);
     if (a.fast)
       fmt::print("fast path (float32 arithmetic, {} weights, absorbed attention, {} threads); tokens: {}\n",
                  fast::to_string(fast_weight_type(a, c)), fast_threads(a), fmt::join(tokens, ","));
@@ -229,7 +236,16 @@ int run(const RunArgs& a) {
   if (tr) tr->finish();
   if (counter && counter->count == 0) counter->check_filter_matched_over(tee->seen());
   if (page) {
-    html::build_run_page(*page, c, {tokens, a.fast ? "absorbed (fast path)" : a.run.attn, a.trace}, logits);
+    html::RunFacts facts;
+    facts.tokens = tokens;
+    facts.attention_form = a.fast ? "absorbed (fast path)" : a.run.attn;
+    facts.filters = a.trace;
+    if (prompt.tokenizer) {
+      facts.text = prompt.text;
+      for (const std::int64_t id : tokens) facts.token_labels.push_back(prompt.label(id));
+      facts.label_of = [&prompt](std::int64_t id) { return prompt.label(id); };
+    }
+    html::build_run_page(*page, c, facts, logits);
     page->write(a.html);
   }
 
@@ -246,6 +262,14 @@ int run(const RunArgs& a) {
     j["source"] = a.source.describe();
     j["tokens"] = tokens;
     j["argmax_next"] = next;
+    if (!prompt.text.empty()) j["text"] = prompt.text;
+    if (prompt.tokenizer) {  // the token strings, as bytes decoded (not the visible labels)
+      std::vector<std::string> strings, next_strings;
+      for (const std::int64_t id : tokens) strings.push_back(prompt.tokenizer->token_bytes(id));
+      for (const std::int64_t id : next) next_strings.push_back(prompt.tokenizer->token_bytes(id));
+      j["token_strings"] = strings;
+      j["argmax_next_strings"] = next_strings;
+    }
     j["seconds"] = seconds;
     j["peak_rss_bytes"] = peak_rss_bytes();
     j["bytes_read"] = sc.bytes_read.load();
@@ -261,9 +285,20 @@ int run(const RunArgs& a) {
       j["layers"].push_back({{"layer", acc.layer}, {"values_fetched", acc.values}, {"experts_fetched", acc.experts}});
     fmt::print("{}\n", j.dump(2));
   } else if (!a.quiet) {
-    fmt::print("{:>8} {:>8} {:>14}\n", "position", "token", "argmax next");
-    for (arma::uword t = 0; t < logits.n_cols; ++t)
-      fmt::print("{:>8} {:>8} {:>14}\n", t, tokens[t], next[t]);
+    if (prompt.tokenizer) {  // each position's token and the argmax next token as strings
+      fmt::print("{:>8} {:>8}  {:<24} {:>12}  {}\n", "position", "token", "string", "argmax next", "string");
+      for (arma::uword t = 0; t < logits.n_cols; ++t) {
+        const std::string here = prompt.label(tokens[t]);
+        std::size_t chars = 0;
+        for (unsigned char ch : here) chars += (ch & 0xC0) != 0x80;
+        fmt::print("{:>8} {:>8}  {}{} {:>12}  {}\n", t, tokens[t], here, std::string(chars < 24 ? 24 - chars : 0, ' '),
+                   next[t], prompt.label(next[t]));
+      }
+    } else {
+      fmt::print("{:>8} {:>8} {:>14}\n", "position", "token", "argmax next");
+      for (arma::uword t = 0; t < logits.n_cols; ++t)
+        fmt::print("{:>8} {:>8} {:>14}\n", t, tokens[t], next[t]);
+    }
     if (!a.dump.empty()) fmt::print("dump written to {}\n", a.dump);
     if (!a.html.empty()) fmt::print("page written to {}\n", a.html);
     fmt::print("{} in {}: peak resident memory {:.2f} GB; weights: {:.2f} GB read, {:.4g} values "
@@ -278,12 +313,12 @@ int run(const RunArgs& a) {
 }
 
 const Register reg{Command{
-    "run", "run the reference (or with --fast the fast path) on token ids (trace, dump, incremental decoding)",
+    "run", "run the reference (or with --fast the fast path) on a prompt: text, a chat or token ids (trace, dump, HTML page, incremental decoding)",
     [](CLI::App& sub) -> std::function<int()> {
       auto a = std::make_shared<RunArgs>();
       a->source.add_options(sub);
       a->run.add_options(sub);
-      sub.add_option("--tokens", a->tokens, "token ids, comma-separated (e.g. 1,2,3)")->required();
+      a->prompt.add_options(sub, "--tokens");
       sub.add_option("--decode-from", a->decode_from,
                      "prefill positions < P in one pass, then decode the rest one token at a "
                      "time through the latent KV cache")

@@ -243,6 +243,34 @@ Config tiny_yarn() {
   return c;
 }
 
+// The classroom preset: R1's structure (MLA with q-LoRA and YaRN as R1 configures it, sigmoid
+// routing with a bias inside expert groups, a shared expert, a dense first layer, MTP) on a body
+// small enough that the reference answers at once, with R1's real vocabulary of 129280 so that
+// real text goes in through DeepSeek's tokenizer and real words come out. Its weights come from
+// the generator: the words it writes are a worked example, not language.
+Config mini_r1() {
+  Config c = deepseek_v3("mini-r1");
+  c.hidden_size = 256;
+  c.intermediate_size = 512;
+  c.moe_intermediate_size = 128;
+  c.num_hidden_layers = 4;  // one dense layer, then three MoE layers
+  c.first_k_dense_replace = 1;
+  c.num_attention_heads = 8;
+  c.num_key_value_heads = 8;
+  c.n_routed_experts = 16;
+  c.num_experts_per_tok = 4;
+  c.n_group = 4;     // top-4 experts within the best 2 of 4 groups
+  c.topk_group = 2;
+  c.q_lora_rank = 96;
+  c.kv_lora_rank = 64;
+  c.qk_nope_head_dim = 32;
+  c.qk_rope_head_dim = 16;
+  c.v_head_dim = 32;
+  c.torch_dtype = "float32";  // generated weights, written exactly by init-model
+  c.fp8_weights = false;
+  return c;
+}
+
 struct PresetEntry {
   const char* name;
   std::function<Config()> make;
@@ -254,6 +282,7 @@ const std::vector<PresetEntry>& presets() {
       {"deepseek-v2-lite", deepseek_v2_lite},
       {"deepseek-v3", [] { return deepseek_v3("deepseek-v3"); }},
       {"deepseek-r1", [] { return deepseek_v3("deepseek-r1"); }},
+      {"mini-r1", mini_r1},
       {"tiny-v3", tiny_v3},
       {"tiny-v2-lite", tiny_v2_lite},
       {"tiny-v2", tiny_v2},

@@ -92,7 +92,8 @@ std::string mla_flow_picture(const RecordingTracer& rec, const std::string& bloc
 }
 
 std::vector<std::string> attention_heatmaps(const RecordingTracer& rec, const std::string& probs_name,
-                                            int precision, const std::string& title) {
+                                            int precision, const std::string& title,
+                                            const std::vector<std::string>& position_labels) {
   const RecordingTracer::Entry& p = rec.get(probs_name);
   const std::string scores_name = probs_name.substr(0, probs_name.size() - std::string("probs").size()) + "scores";
   const bool have_scores = rec.has(scores_name) && rec.get(scores_name).shape == p.shape;
@@ -111,13 +112,20 @@ std::vector<std::string> attention_heatmaps(const RecordingTracer& rec, const st
       for (arma::uword t = 0; t < probs.n_rows; ++t)
         for (arma::uword j = t + offset + 1; j < probs.n_cols; ++j) masked(t, j) = probs(t, j) == 0.0;
     }
+    // Keys are positions 0..T_k-1; the queries the last T of them.
+    std::vector<std::string> keys, queries;
+    if (position_labels.size() >= probs.n_cols) {
+      keys.assign(position_labels.begin(), position_labels.begin() + static_cast<std::ptrdiff_t>(probs.n_cols));
+      queries.assign(keys.end() - static_cast<std::ptrdiff_t>(probs.n_rows), keys.end());
+    }
     figures.push_back(attention_heatmap(n_h > 1 ? fmt::format("{}, head {}", title, h) : title, probs, masked,
-                                        precision));
+                                        precision, queries, keys));
   }
   return figures;
 }
 
-std::vector<std::string> router_pictures(const RecordingTracer& rec, const std::string& prefix, int precision) {
+std::vector<std::string> router_pictures(const RecordingTracer& rec, const std::string& prefix, int precision,
+                                         const std::vector<std::string>& position_labels) {
   // DeepSeek's router ("moe.s", ...) or the explainer's ("router.p", ...; reference/explainer/router.hpp).
   const bool explainer = rec.has(prefix + "router.p");
   const std::string scope = explainer ? "router." : "moe.";
@@ -130,6 +138,10 @@ std::vector<std::string> router_pictures(const RecordingTracer& rec, const std::
   };
   const arma::mat s_tilde = optional("s_tilde"), g = optional("g");
   const arma::mat group_scores = optional("group_scores"), group_mask = optional("group_mask");
+  // Row t is position t, or position p + t under "decode.{p}.".
+  static const std::regex decode_re(R"(decode\.(\d+)\.)");
+  std::smatch m;
+  const arma::uword first = std::regex_search(prefix, m, decode_re) ? std::stoull(m[1].str()) : 0;
   std::vector<std::string> figures;
   for (arma::uword t = 0; t < s.n_rows; ++t) {
     RouterView r;
@@ -145,8 +157,10 @@ std::vector<std::string> router_pictures(const RecordingTracer& rec, const std::
       r.group_mask = group_mask.row(t).t();
       if (group_scores.n_rows == s.n_rows) r.group_scores = group_scores.row(t).t();
     }
-    figures.push_back(router_bars(fmt::format("{}{}, token {}: {} of {} experts chosen", prefix,
-                                              scope.substr(0, scope.size() - 1), t,
+    const arma::uword pos = first + t;
+    const std::string token = pos < position_labels.size() ? fmt::format(" '{}'", position_labels[pos]) : "";
+    figures.push_back(router_bars(fmt::format("{}{}, token {}{}: {} of {} experts chosen", prefix,
+                                              scope.substr(0, scope.size() - 1), t, token,
                                               r.chosen.size(), r.s.n_elem),
                                   r, precision));
   }
@@ -171,8 +185,18 @@ void build_run_page(HtmlTracer& h, const Config& c, const RunFacts& facts, const
   page.note(fmt::format("Model {}: d = {}, L = {}, n_h = {}, r_kv = {}, d_rope = {}; {} routed experts, K = {}.",
                         c.name, c.hidden_size, c.num_hidden_layers, c.num_attention_heads, c.kv_lora_rank,
                         c.qk_rope_head_dim, c.n_routed_experts, c.num_experts_per_tok));
-  page.note(fmt::format("Tokens: {} ({} positions); attention form: {}.", fmt::join(facts.tokens, ", "),
-                        facts.tokens.size(), facts.attention_form));
+  if (!facts.text.empty()) page.note(fmt::format("Prompt: {}", facts.text));
+  if (facts.token_labels.size() == facts.tokens.size() && !facts.tokens.empty()) {
+    std::vector<std::string> pairs;
+    for (std::size_t t = 0; t < facts.tokens.size(); ++t)
+      pairs.push_back(fmt::format("{} '{}'", facts.tokens[t], facts.token_labels[t]));
+    page.note(fmt::format("Tokens: {} ({} positions; ␣ is a space, ↵ a newline, <0xE4> a byte of a character "
+                          "the next token completes); attention form: {}.",
+                          fmt::join(pairs, ", "), facts.tokens.size(), facts.attention_form));
+  } else {
+    page.note(fmt::format("Tokens: {} ({} positions); attention form: {}.", fmt::join(facts.tokens, ", "),
+                          facts.tokens.size(), facts.attention_form));
+  }
   page.note(fmt::format("Traced tensors drawn on this page: {} (--trace {}).", h.entries().size(),
                         facts.filters.empty() ? std::string("*") : fmt::format("{}", fmt::join(facts.filters, " "))));
   // The MLA data flow of the first block whose attention was traced.
@@ -203,7 +227,7 @@ void build_run_page(HtmlTracer& h, const Config& c, const RunFacts& facts, const
   for (const std::string& b : blocks) {
     page.section(b.substr(0, b.size() - 1));
     if (h.has(b + "attn.probs")) {
-      for (const std::string& fig : attention_heatmaps(h, b + "attn.probs", precision, b + "attn.probs"))
+      for (const std::string& fig : attention_heatmaps(h, b + "attn.probs", precision, b + "attn.probs", facts.token_labels))
         page.add(fig);
     } else {
       page.note(fmt::format("{}attn.probs is not traced here, so no attention map is drawn (the fast path "
@@ -216,7 +240,7 @@ void build_run_page(HtmlTracer& h, const Config& c, const RunFacts& facts, const
                                       t, b, b),
                           before.row(t).t(), after.row(t).t(), precision));
     }
-    for (const std::string& fig : router_pictures(h, b, precision)) page.add(fig);
+    for (const std::string& fig : router_pictures(h, b, precision, facts.token_labels)) page.add(fig);
     if (h.has(b + "moe.experts") && c.n_routed_experts > 0) {
       std::vector<std::uint64_t> load(static_cast<std::size_t>(c.n_routed_experts), 0);
       const arma::mat experts = disk_matrix(h.get(b + "moe.experts"));
@@ -253,7 +277,7 @@ void build_run_page(HtmlTracer& h, const Config& c, const RunFacts& facts, const
 
   page.section("Next-token logits");
   page.add(logits_table("Top 5 logits after each position (logits row t)", arma::mat(logits.t()), facts.tokens, 5,
-                        precision));
+                        precision, facts.label_of));
 }
 
 }  // namespace dsr1::html

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -52,21 +53,32 @@ class HtmlTracer : public RecordingTracer {
 // Attention heatmaps of a traced "<prefix>probs" ([n_h, T, T_k] or [T, T_k] on disk), masked
 // where "<prefix>scores" is -inf if traced, else where key j lies after query t and its weight is
 // exactly 0 (a causal mask; a bidirectional reading has no zero weights there).
+// position_labels (optional): the visible token of every position of the run, so that query t
+// (position T_k - T + t) and key j (position j) are labelled with their tokens.
 std::vector<std::string> attention_heatmaps(const RecordingTracer& rec, const std::string& probs_name,
-                                            int precision, const std::string& title);
+                                            int precision, const std::string& title,
+                                            const std::vector<std::string>& position_labels = {});
 // The MLA data flow drawn with the shapes traced under "<block>attn." ("layers.0.", or "").
 std::string mla_flow_picture(const RecordingTracer& rec, const std::string& block);
 // Router bars of every token of a traced block: needs "<prefix>moe.s" and "<prefix>moe.experts"
 // (or the explainer's "<prefix>router.p" and "router.experts"); uses s_tilde, g, group_scores
 // and group_mask when traced.
+// position_labels (optional) name each token's picture with its token; a prefix "decode.{p}."
+// holds position p.
 std::vector<std::string> router_pictures(const RecordingTracer& rec, const std::string& prefix,
-                                         int precision);
+                                         int precision,
+                                         const std::vector<std::string>& position_labels = {});
 
 // What `dsr1 run --html` knows besides the traced tensors.
 struct RunFacts {
   std::vector<std::int64_t> tokens;    // the input token ids
   std::string attention_form;          // "naive" | "absorbed"
   std::vector<std::string> filters;    // the --trace filters, for the page's first section
+  // With a tokenizer (text/visible.hpp labels): the prompt as text, each position's token, and
+  // any id's token (for the top logits). Empty / null: pictures show ids alone.
+  std::string text;
+  std::vector<std::string> token_labels;
+  std::function<std::string(std::int64_t)> label_of;
 };
 
 // The page of a forward pass, from the tensors an HtmlTracer (lay_out_tensors = false) collected.

@@ -166,39 +166,77 @@ std::string number(double v, int precision) { return format_number(v, precision)
 
 // ---- attention ------------------------------------------------------------------------------
 
+std::string short_label(const std::string& label, std::size_t max_chars) {
+  std::size_t chars = 0, i = 0;
+  for (; i < label.size(); ++i)
+    if ((static_cast<unsigned char>(label[i]) & 0xC0) != 0x80 && chars++ == max_chars) break;
+  return i < label.size() ? label.substr(0, i) + "…" : label;
+}
+
 std::string attention_heatmap(const std::string& title, const arma::mat& probs,
-                              const arma::umat& masked, int precision) {
+                              const arma::umat& masked, int precision,
+                              const std::vector<std::string>& query_labels,
+                              const std::vector<std::string>& key_labels) {
   if (masked.n_rows != probs.n_rows || masked.n_cols != probs.n_cols)
     throw std::invalid_argument(fmt::format(
         "attention_heatmap '{}': mask is [{} x {}], expected the shape of probs [{} x {}]", title,
         masked.n_rows, masked.n_cols, probs.n_rows, probs.n_cols));
   const double T = probs.n_rows, T_k = probs.n_cols;
-  // Cells as large as a projector needs, the grid at most ~560 px wide.
+  const bool rows_labelled = query_labels.size() == probs.n_rows;
+  const bool cols_labelled = key_labels.size() == probs.n_cols;
+  // "3 ␣Paris": the index and the token, shortened for the axis.
+  const auto axis_label = [](arma::uword i, const std::vector<std::string>& labels, bool labelled) {
+    return labelled ? fmt::format("{} {}", i, short_label(labels[i])) : std::to_string(i);
+  };
+  const auto longest = [&](const std::vector<std::string>& labels, bool labelled, arma::uword n) {
+    std::size_t m = 0;
+    for (arma::uword i = 0; i < n; ++i) {
+      const std::string l = axis_label(i, labels, labelled);
+      std::size_t chars = 0;
+      for (unsigned char c : l) chars += (c & 0xC0) != 0x80;
+      m = std::max(m, chars);
+    }
+    return static_cast<double>(m);
+  };
+  // Cells as large as a projector needs, the grid at most ~560 px wide. Token labels need room:
+  // ~8 px a character at 13 px, rows' labels on the left, keys' labels written upwards on top.
   const double cell = std::clamp(560.0 / std::max(T, T_k), 6.0, 56.0);
-  const double left = 70, top = 40;
+  const double left = std::max(70.0, 34 + 8 * longest(query_labels, rows_labelled, probs.n_rows));
+  const double top = cols_labelled ? 30 + 8 * longest(key_labels, true, probs.n_cols) : 40.0;
   const bool numbers_inside = cell >= 44;
   std::string s = svg_open(left + T_k * cell + 20, top + T * cell + 70);
   s += text(left + T_k * cell / 2, 14, "key j (column)", "middle", 13);
   s += text(14, top + T * cell / 2, "query t (row)", "middle", 13, "#000000",
             fmt::format("transform=\"rotate(-90 14 {:.1f})\"", top + T * cell / 2));
   const arma::uword label_every = std::max<arma::uword>(1, static_cast<arma::uword>(std::ceil(14.0 / cell)));
-  for (arma::uword j = 0; j < probs.n_cols; j += label_every)
-    s += text(left + (j + 0.5) * cell, top - 6, std::to_string(j), "middle", 13);
+  for (arma::uword j = 0; j < probs.n_cols; j += label_every) {
+    if (cols_labelled) {  // upwards from just above the grid, so long tokens do not collide
+      const double x = left + (j + 0.5) * cell + 4, y = top - 6;
+      s += text(x, y, axis_label(j, key_labels, true), "start", 13, "#000000",
+                fmt::format("transform=\"rotate(-90 {:.1f} {:.1f})\" class=\"token-label\"", x, y));
+    } else {
+      s += text(left + (j + 0.5) * cell, top - 6, std::to_string(j), "middle", 13);
+    }
+  }
   for (arma::uword t = 0; t < probs.n_rows; t += label_every)
-    s += text(left - 6, top + (t + 0.5) * cell + 4, std::to_string(t), "end", 13);
+    s += text(left - 6, top + (t + 0.5) * cell + 4, axis_label(t, query_labels, rows_labelled), "end", 13,
+              "#000000", rows_labelled ? "class=\"token-label\"" : "");
+  const auto named = [](arma::uword i, const std::vector<std::string>& labels, bool labelled) {
+    return labelled ? fmt::format("{} '{}'", i, labels[i]) : std::to_string(i);
+  };
   for (arma::uword t = 0; t < probs.n_rows; ++t) {
     for (arma::uword j = 0; j < probs.n_cols; ++j) {
       const double x = left + j * cell, y = top + t * cell;
+      const std::string where = fmt::format("query {} key {}", named(t, query_labels, rows_labelled),
+                                            named(j, key_labels, cols_labelled));
       if (masked(t, j)) {
         s += rect(x, y, cell, cell, kMasked, "cell masked",
-                  fmt::format("query {} key {}: masked (score -inf, weight {})", t, j,
-                              number(probs(t, j), precision)));
+                  fmt::format("{}: masked (score -inf, weight {})", where, number(probs(t, j), precision)));
         if (cell >= 12) s += line(x + 2, y + cell - 2, x + cell - 2, y + 2, "#8a8a8a", 1);
         continue;
       }
       const double p = probs(t, j);
-      s += rect(x, y, cell, cell, sequential_colour(p), "cell",
-                fmt::format("query {} key {}: weight {}", t, j, number(p, precision)));
+      s += rect(x, y, cell, cell, sequential_colour(p), "cell", fmt::format("{}: weight {}", where, number(p, precision)));
       if (numbers_inside)
         s += text(x + cell / 2, y + cell / 2 + 4, number(p, std::min(precision, 3)), "middle", 13,
                   text_colour_on(p));
@@ -637,18 +675,27 @@ std::string mla_flow_diagram(const std::string& title, const FlowShapes& f) {
 // ---- tables ---------------------------------------------------------------------------------
 
 std::string logits_table(const std::string& title, const arma::mat& logits,
-                         const std::vector<std::int64_t>& tokens, arma::uword k, int precision) {
+                         const std::vector<std::int64_t>& tokens, arma::uword k, int precision,
+                         const std::function<std::string(std::int64_t)>& label_of) {
   k = std::min<arma::uword>(k, logits.n_cols);
+  // "3 ␣Paris" with the token's string in its own element (class token), escaped.
+  const auto token = [&](std::int64_t id) {
+    if (!label_of) return std::to_string(id);
+    return fmt::format("{} <span class=\"token\">{}</span>", id, escape(label_of(id)));
+  };
   std::string s = "<table class=\"numbers logits\"><thead><tr><th>position</th><th>token</th>";
   for (arma::uword r = 0; r < k; ++r) s += fmt::format("<th>#{} next (logit)</th>", r + 1);
   s += "</tr></thead><tbody>\n";
   for (arma::uword t = 0; t < logits.n_rows; ++t) {
     const arma::rowvec row = logits.row(t);
     const arma::uvec order = arma::stable_sort_index(row, "descend");  // ties: lower id first
-    s += fmt::format("<tr><td>{}</td><td>{}</td>", t, t < tokens.size() ? std::to_string(tokens[t]) : "");
-    for (arma::uword r = 0; r < k; ++r)
-      s += fmt::format("<td class=\"cell\" title=\"token {} logit {}\"><b>{}</b> ({})</td>", order(r),
-                       escape(number(row(order(r)), precision)), order(r), escape(number(row(order(r)), precision)));
+    s += fmt::format("<tr><td>{}</td><td>{}</td>", t, t < tokens.size() ? token(tokens[t]) : "");
+    for (arma::uword r = 0; r < k; ++r) {
+      const auto id = static_cast<std::int64_t>(order(r));
+      s += fmt::format("<td class=\"cell\" title=\"token {}{} logit {}\"><b>{}</b> ({})</td>", id,
+                       label_of ? escape(" '" + label_of(id) + "'") : "", escape(number(row(order(r)), precision)),
+                       token(id), escape(number(row(order(r)), precision)));
+    }
     s += "</tr>\n";
   }
   s += "</tbody></table>";
@@ -673,7 +720,8 @@ std::string tensor_table(const std::string& name, const TensorView& x, int preci
   for (std::uint64_t r = 0; r < rows; ++r) {
     s += "<tr>";
     if (x.shape.size() >= 2) s += fmt::format("<th>{}</th>", r);
-    for (std::uint64_t j = 0; j < cols; ++j) s += fmt::format("<td>{}</td>", escape(number(x.data[r * cols + j], precision)));
+    for (std::uint64_t j = 0; j < cols; ++j)
+      s += fmt::format("<td>{}</td>", escape(number(x.data[r * cols + j], holds_indices(name) ? 0 : precision)));
     s += "</tr>";
   }
   return s + "</table></div>\n";

@@ -11,6 +11,7 @@
 
 #include <armadillo>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -30,8 +31,15 @@ std::string number(double v, int precision);
 // Attention weights of one head as a heatmap: probs [T, T_k], row t = query t, column j = key j;
 // masked(t, j) != 0 where the score was -inf (the causal triangle), drawn hatched grey.
 // Colours run over [0, 1], the range of a probability; the legend says so.
+// query_labels[t] and key_labels[j] (optional, e.g. "␣Paris"; text/visible.hpp) label the axes
+// and tooltips with the tokens; without them the axes show the indices alone.
 std::string attention_heatmap(const std::string& title, const arma::mat& probs,
-                              const arma::umat& masked, int precision);
+                              const arma::umat& masked, int precision,
+                              const std::vector<std::string>& query_labels = {},
+                              const std::vector<std::string>& key_labels = {});
+
+// A token label shortened for an axis: at most max_chars characters (code points), "…" when cut.
+std::string short_label(const std::string& label, std::size_t max_chars = 14);
 
 // A matrix of any sign as a heatmap with a diverging legend (negative blue, positive red).
 // x: [rows, cols] with row and column labels ("t=0", "dim 3", ...).
@@ -86,8 +94,10 @@ struct FlowShapes {
 std::string mla_flow_diagram(const std::string& title, const FlowShapes& s);
 
 // The top-k next-token logits after each position: logits [T, V]; tokens[t] is position t's id.
+// label_of(id) (optional) gives a token's visible string, shown beside every id.
 std::string logits_table(const std::string& title, const arma::mat& logits,
-                         const std::vector<std::int64_t>& tokens, arma::uword k, int precision);
+                         const std::vector<std::int64_t>& tokens, arma::uword k, int precision,
+                         const std::function<std::string(std::int64_t)>& label_of = nullptr);
 
 // A small traced tensor as a table of its numbers (row-major as on disk); larger ones as their
 // statistics and shape (the terminal prints corners; a page shows a summary).

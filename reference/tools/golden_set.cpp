@@ -184,6 +184,14 @@ void write_golden_set(const std::string& dir, const GoldenSpec& spec) {
   m["config"] = nlohmann::json::parse(config_to_json_text(spec.config));
   m["seed"] = spec.seed;
   m["tokens"] = spec.tokens;
+  if (!spec.prompt.kind.empty()) {
+    nlohmann::json prompt = {{"kind", spec.prompt.kind},
+                             {"text", spec.prompt.text},
+                             {"token_strings", spec.prompt.token_strings},
+                             {"tokenizer", spec.prompt.tokenizer}};
+    if (!spec.prompt.chat_format.empty()) prompt["chat_format"] = spec.prompt.chat_format;
+    m["prompt"] = prompt;
+  }
   m["decode_from"] = spec.decode_from;
   m["dtype"] = dtype_name;
   m["weights"] = {{"file", "model.safetensors"},

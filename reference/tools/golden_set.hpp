@@ -14,7 +14,8 @@
 //                          prefill as "incremental.prefill.*", each step as
 //                          "incremental.decode.{t}.*", the assembled logits as
 //                          "incremental.logits"
-//   manifest.json        format version, dsr1 version, config, seed, token ids, and per
+//   manifest.json        format version, dsr1 version, config, seed, token ids (and the prompt
+//                        text with each token's string, when the ids came from text), and per
 //                        tensor: name, file, shape, dtype, meaning, docs page, order
 #pragma once
 
@@ -38,6 +39,16 @@ struct GoldenSpec {
   std::vector<std::int64_t> tokens;
   std::int64_t decode_from = 0;  // P: positions >= P are decoded one at a time through the cache
   safetensors::DType dtype = safetensors::DType::F64;  // of trace.safetensors: F64 or F32
+  // When the tokens came from text (dsr1 golden --text / --chat), the manifest records it under
+  // "prompt": the text (a chat as rendered), each token's string, the tokenizer, the chat format.
+  struct PromptText {
+    std::string kind;                        // "text" | "chat"
+    std::string text;
+    std::vector<std::string> token_strings;  // the bytes each token decodes to
+    std::string tokenizer;                   // the tokenizer.json it was encoded with
+    std::string chat_format;                 // "v3" | "r1" for a chat, else ""
+  };
+  PromptText prompt;  // kind empty: the tokens were given as ids
 };
 
 // The traced tensors of one golden set, in computation order (the order of the manifest).

@@ -62,13 +62,28 @@ std::string format_row(const double* row, std::uint64_t n, int precision, std::s
   return s + "]";
 }
 
+// Characters of a UTF-8 string (its code points: what a terminal shows for the labels' scripts,
+// near enough for aligning columns).
+std::size_t display_width(const std::string& s) {
+  std::size_t n = 0;
+  for (unsigned char c : s) n += (c & 0xC0) != 0x80;
+  return n;
+}
+
 }  // namespace
 
+bool holds_indices(const std::string& name) {
+  const std::string tail = "experts";
+  return name.size() >= tail.size() && name.compare(name.size() - tail.size(), tail.size(), tail) == 0;
+}
+
 std::string format_tensor(const std::string& name, const TensorView& x, const PrintOptions& opt) {
+  // Indices print as integers; values at the chosen precision.
+  const int precision = holds_indices(name) ? 0 : opt.precision;
   const std::string head = fmt::format("{} {}", name, format_shape(x.shape));
   if (opt.shapes_only || !x.data) return head;
   const std::uint64_t n = x.numel();
-  if (x.shape.empty()) return fmt::format("{} = {}", name, format_number(x.data[0], opt.precision));
+  if (x.shape.empty()) return fmt::format("{} = {}", name, format_number(x.data[0], precision));
   // View the tensor as [rows, cols] with cols = innermost dimension; outer dims become blocks.
   const std::uint64_t cols = x.shape.back();
   const std::uint64_t rows_per_block = x.shape.size() >= 2 ? x.shape[x.shape.size() - 2] : 1;
@@ -88,9 +103,14 @@ std::string format_tensor(const std::string& name, const TensorView& x, const Pr
   const bool elide_blocks = large && blocks > 2;
   std::size_t width = 0;  // align every column of the shown values
   for (std::uint64_t i = 0; i < n; ++i)
-    width = std::max(width, format_number(x.data[i], opt.precision).size());
+    width = std::max(width, format_number(x.data[i], precision).size());
   if (x.shape.size() == 1) return s + (large ? "\n  " : " = ") +
-                                  format_row(x.data, cols, opt.precision, width, opt.corner, elide_cols);
+                                  format_row(x.data, cols, precision, width, opt.corner, elide_cols);
+  // Rows that are the run's positions carry their token's label.
+  const bool labelled = !opt.position_labels.empty() && rows_per_block == opt.position_labels.size();
+  std::size_t label_width = 0;
+  if (labelled)
+    for (const std::string& l : opt.position_labels) label_width = std::max(label_width, display_width(l));
   for (std::uint64_t b = 0; b < blocks; ++b) {
     if (elide_blocks && b == 1) {
       s += fmt::format("\n  ... ({} more)", blocks - 2);
@@ -116,8 +136,12 @@ std::string format_tensor(const std::string& name, const TensorView& x, const Pr
       }
       const double* row = x.data + (b * rows_per_block + r) * cols;
       const bool first_of_label = (x.shape.size() >= 3 && r == 0);
-      s += (first_of_label ? "" : "\n  " + std::string(label.size(), ' ')) +
-           format_row(row, cols, opt.precision, width, opt.corner, elide_cols);
+      s += (first_of_label ? "" : "\n  " + std::string(label.size(), ' '));
+      if (labelled) {
+        const std::string& l = opt.position_labels[r];
+        s += l + std::string(label_width - display_width(l) + 2, ' ');
+      }
+      s += format_row(row, cols, precision, width, opt.corner, elide_cols);
     }
   }
   return s;

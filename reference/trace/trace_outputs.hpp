@@ -26,7 +26,15 @@ struct PrintOptions {
   std::uint64_t max_full = 64;   // tensors with more elements print as statistics and corners
   std::uint64_t corner = 3;      // rows and columns shown at each corner of a large tensor
   bool shapes_only = false;      // print only name and shape (+ flops/bytes of shape records)
+  // One label per position of the run ("3 ␣Paris": the position and its token), printed before
+  // each row of a tensor whose rows are those positions ([T, ...], or [n_h, T, ...] per head).
+  // Empty: rows are unlabelled.
+  std::vector<std::string> position_labels;
 };
+
+// A traced tensor of indices rather than values (the chosen experts: names ending in "experts",
+// such as layers.3.moe.experts and router.experts), printed as integers.
+bool holds_indices(const std::string& name);
 
 // Summary of a tensor's finite values (non-finite ones are counted apart).
 struct TensorStats {
