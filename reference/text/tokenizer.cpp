@@ -287,6 +287,22 @@ std::vector<std::int64_t> Tokenizer::encode(std::string_view text) const {
   return ids;
 }
 
+std::vector<std::string> Tokenizer::pre_tokenize(std::string_view text) const {
+  check_utf8(text, "text to encode");
+  std::vector<std::string> out;
+  std::vector<std::string_view> words;
+  for (const AddedTokens::Piece& piece : s_->added->split(text)) {
+    if (piece.id) {
+      out.emplace_back(piece.text);
+      continue;
+    }
+    words.clear();
+    s_->pre->split_into(piece.text, words);
+    for (const std::string_view word : words) out.push_back(to_byte_alphabet(word));
+  }
+  return out;
+}
+
 namespace {
 void check_id(std::int64_t id, const std::vector<bool>& exists, const std::string& origin) {
   if (id < 0 || id >= static_cast<std::int64_t>(exists.size()))
@@ -383,5 +399,48 @@ std::string installed_file(const char* variable, const char* name) {
 
 std::string default_tokenizer_path() { return installed_file("DSR1_TOKENIZER", "tokenizer.json"); }
 std::string default_tokenizer_config_path() { return installed_file("DSR1_TOKENIZER_CONFIG", "tokenizer_config.json"); }
+
+namespace {
+std::string file_in(const std::filesystem::path& dir, const char* name, const char* option) {
+  const std::filesystem::path path = dir / name;
+  if (!std::filesystem::exists(path))
+    throw std::runtime_error(fmt::format("{} has no {} (needed beside the {} given)", dir.string(), name, option));
+  return path.string();
+}
+}  // namespace
+
+std::string resolve_tokenizer_path(const std::string& tokenizer_file, const std::string& model_dir) {
+  if (!tokenizer_file.empty()) {
+    if (!std::filesystem::exists(tokenizer_file))
+      throw std::runtime_error(fmt::format("--tokenizer {}: no such file", tokenizer_file));
+    return tokenizer_file;
+  }
+  if (!model_dir.empty()) return file_in(model_dir, "tokenizer.json", "--model DIR");
+  return default_tokenizer_path();
+}
+
+std::string resolve_tokenizer_config_path(const std::string& tokenizer_file, const std::string& model_dir) {
+  if (!tokenizer_file.empty())
+    return file_in(std::filesystem::path(tokenizer_file).parent_path(), "tokenizer_config.json", "--tokenizer FILE");
+  if (!model_dir.empty()) return file_in(model_dir, "tokenizer_config.json", "--model DIR");
+  return default_tokenizer_config_path();
+}
+
+std::string printable(std::string_view bytes) {
+  std::string out;
+  for (std::size_t i = 0; i < bytes.size();) {
+    const auto b = static_cast<unsigned char>(bytes[i]);
+    const std::size_t n = utf8_sequence_length(bytes, i);
+    if (b == '\n') out += "\\n";
+    else if (b == '\t') out += "\\t";
+    else if (b == '\r') out += "\\r";
+    else if (b == '\\') out += "\\\\";
+    else if (b == '"') out += "\\\"";
+    else if (n == 0 || b < 0x20 || b == 0x7F) out += fmt::format("\\x{:02X}", b);
+    else out.append(bytes.substr(i, n));
+    i += n == 0 ? 1 : n;
+  }
+  return out;
+}
 
 }  // namespace dsr1::text

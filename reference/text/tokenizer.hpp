@@ -37,6 +37,9 @@ class Tokenizer {
   // Like HF encode(text, add_special_tokens=False): added/special tokens recognised anywhere first,
   // then pre-tokenizer, then BPE. Invalid UTF-8 -> std::invalid_argument naming the byte offset.
   std::vector<std::int64_t> encode(std::string_view text) const;
+  // The pieces encode() hands to BPE, in order, each spelled in the byte alphabet ("Ġworld"), with
+  // the added tokens found in the text as pieces of their own: what the pre-tokenizer did.
+  std::vector<std::string> pre_tokenize(std::string_view text) const;
   // ByteLevel decoder (special tokens included as their text). An id outside [0, vocab_size) ->
   // std::out_of_range naming it.
   std::string decode(std::span<const std::int64_t> ids) const;
@@ -77,5 +80,17 @@ TokenizerConfig read_tokenizer_config(const std::string& path);
 std::string default_tokenizer_path();
 // tokenizer_config.json beside default_tokenizer_path() ($DSR1_TOKENIZER_CONFIG if set).
 std::string default_tokenizer_config_path();
+
+// Where a command's tokenizer comes from: tokenizer_file if given (--tokenizer FILE); else
+// model_dir/tokenizer.json if model_dir is given (--model DIR; an error if that file is missing);
+// else default_tokenizer_path().
+std::string resolve_tokenizer_path(const std::string& tokenizer_file, const std::string& model_dir);
+// The same for tokenizer_config.json: beside tokenizer_file if given, else in model_dir, else
+// default_tokenizer_config_path(). An error if it is missing.
+std::string resolve_tokenizer_config_path(const std::string& tokenizer_file, const std::string& model_dir);
+
+// bytes as a one-line printable string: valid UTF-8 characters as they are, \n \t \r \\ \"
+// escaped, other control characters and bytes that are not UTF-8 as \xNN. For token tables.
+std::string printable(std::string_view bytes);
 
 }  // namespace dsr1::text
