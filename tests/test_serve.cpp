@@ -21,6 +21,7 @@
 #include "reference/serve/run_queue.hpp"
 #include "reference/serve/server.hpp"
 #include "reference/serve/views.hpp"
+#include "reference/text/tokenizer.hpp"
 
 using namespace dsr1;
 using namespace dsr1::serve;
@@ -62,8 +63,10 @@ TEST_CASE("serve: a run request is validated field by field, each refusal naming
   const auto refused = [&](const std::string& body) { return refusal([&] { parse_run_request(body, c, lim); }); };
   CHECK(refused("{\"tokens\": [1, 2") == std::pair<int, std::string>{400, "the request body is not valid JSON (expected an object such as {\"tokens\": \"3,17,5\"})"});
   CHECK(refused("[1, 2]").second == "the request body is a JSON array, expected an object");
-  CHECK(refused(R"({"tokens": "1", "path": "/etc/passwd"})").second == "unknown field 'path' (known: tokens, attn, mtp)");
-  CHECK(refused(R"({"attn": "naive"})").second.find("missing field 'tokens'") == 0);
+  CHECK(refused(R"({"tokens": "1", "path": "/etc/passwd"})").second == "unknown field 'path' (known: tokens, text, messages, add_generation_prompt, attn, mtp)");
+  CHECK(refused(R"({"attn": "naive"})").second.find("missing field 'tokens', 'text' or 'messages'") == 0);
+  CHECK(refused(R"({"text": "hello"})").second ==
+        "this server takes token ids only: no tokenizer fits model 'tiny-v3' (vocab_size 128); send {\"tokens\": \"3,17,5\"}");
   CHECK(refused(R"({"tokens": ""})").second.find("tokens: the prompt is empty") == 0);
   CHECK(refused(R"({"tokens": []})").second.find("tokens: the prompt is empty") == 0);
   CHECK(refused(R"({"tokens": "1,,2"})").second == "tokens: '' is not a token id (expected comma-separated integers like 1,2,3)");
@@ -91,6 +94,39 @@ TEST_CASE("serve: a run request is validated field by field, each refusal naming
   const Config v2 = preset("tiny-v2-lite");
   CHECK(refusal([&] { parse_run_request(R"({"tokens": "1,2", "mtp": true})", v2, lim); }).second ==
         "mtp: 'tiny-v2-lite' has no Multi-Token Prediction module");
+}
+
+TEST_CASE("serve: text and chats become ids as `dsr1 run --text/--chat` makes them (mini-r1, the V3 tokenizer)") {
+  const Config c = preset("mini-r1");
+  TextSupport t{text::Tokenizer::from_file(text::default_tokenizer_path()),
+                text::read_tokenizer_config(text::default_tokenizer_config_path()), text::ChatFormat::R1};
+  const Limits lim;
+  const std::int64_t bos = *t.tokenizer.id_of(std::string(text::kDeepSeekBos));
+  // Text: BOS, then the text's ids.
+  const RunRequest a = parse_run_request(R"({"text": "The capital of France is"})", c, lim, &t);
+  std::vector<std::int64_t> want{bos};
+  for (const std::int64_t id : t.tokenizer.encode("The capital of France is")) want.push_back(id);
+  CHECK(a.tokens == want);
+  CHECK(a.kind == "text");
+  CHECK(t.label(a.tokens[2]) == "␣capital");  // "␣capital"
+  // A chat in R1's format, the generation prompt opening the reasoning.
+  const RunRequest b = parse_run_request(
+      R"({"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]})", c, lim, &t);
+  CHECK(b.kind == "chat");
+  CHECK(b.text == std::string(text::kDeepSeekBos) + "Be brief.<｜User｜>Hi<｜Assistant｜><think>\n");
+  CHECK(b.tokens == t.tokenizer.encode(b.text));  // the template's BOS, not a second one
+  const auto refused = [&](const std::string& body) { return refusal([&] { parse_run_request(body, c, lim, &t); }); };
+  CHECK(refused(R"({"text": "a", "tokens": "1"})").second == "give the prompt once: one of 'tokens', 'text' or 'messages'");
+  CHECK(refused(R"({"text": ""})").second.find("text: the prompt is empty") == 0);
+  CHECK(refused(R"({"text": 5})").second == "text: expected a string, got number");
+  CHECK(refused("{\"text\": \"ab\xff\"}").first == 400);  // not UTF-8 (the JSON parser or the tokenizer)
+  CHECK(refused(R"({"messages": [{"role": "robot", "content": "x"}]})").first == 400);
+  CHECK(refused(R"({"messages": "hi"})").first == 400);
+  CHECK(refused(R"({"text": "a", "add_generation_prompt": true})").second == "add_generation_prompt goes with 'messages' (a chat)");
+  std::string long_text;
+  for (int i = 0; i < 40; ++i) long_text += " word";
+  CHECK(refused(fmt::format(R"({{"text": "{}"}})", long_text)).second ==
+        "text: 41 tokens, more than this server's limit of 32 (dsr1 serve --max-prompt-tokens)");
 }
 
 TEST_CASE("serve: blocks, heads and tokens are numbers in range, never names of anything else") {

@@ -29,6 +29,8 @@ namespace dsr1::serve {
 // What the client asked for, validated (request.hpp parses it).
 struct RunRequest {
   std::vector<std::int64_t> tokens;  // the prompt as token ids
+  std::string kind = "token ids";    // "text", "chat" or "token ids"
+  std::string text;                  // what the ids encode: the text, or the rendered chat
   ref::AttnForm attn = ref::AttnForm::Naive;
   bool mtp = false;                  // also run the Multi-Token Prediction module
 };
@@ -60,6 +62,8 @@ struct Exploration {
   Config config;
   RunRequest request;
   std::string source;                    // "preset deepseek-r1 (generator seed 1)", ...
+  // A token's visible string ("␣Paris"; text/visible.hpp) when the server has a tokenizer, else null.
+  std::function<std::string(std::int64_t)> label_of;
   std::unique_ptr<ExplorerTracer> trace;  // what the pictures draw
   arma::mat logits;                      // [V, T], column t = logits after token t
   arma::mat mtp_logits;                  // [V, T-1] with MTP (predicting token t+2), else empty

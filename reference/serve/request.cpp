@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "reference/io/token_list.hpp"
+#include "reference/text/visible.hpp"
 
 namespace dsr1::serve {
 namespace {
@@ -39,9 +40,33 @@ std::vector<std::int64_t> tokens_of(const nlohmann::json& v, const Limits& limit
   return tokens;
 }
 
+// The prompt's ids: for text, BOS first when the tokenizer config adds it (as the official
+// tokenizer's encode(text) does), then the encoded text; a rendered chat holds its BOS already.
+std::vector<std::int64_t> encode_text(const TextSupport& t, const std::string& text, bool add_bos) {
+  std::vector<std::int64_t> ids;
+  if (add_bos && t.config.add_bos_token && !t.config.bos_token.empty()) {
+    const auto bos = t.tokenizer.id_of(t.config.bos_token);
+    if (!bos) throw RequestError(500, fmt::format("bos_token '{}' is not a token of {}", t.config.bos_token,
+                                                  t.tokenizer.origin()));
+    ids.push_back(*bos);
+  }
+  try {
+    const std::vector<std::int64_t> body = t.tokenizer.encode(text);
+    ids.insert(ids.end(), body.begin(), body.end());
+  } catch (const std::invalid_argument& e) {  // invalid UTF-8, with its byte offset
+    throw bad(fmt::format("text: {}", e.what()));
+  }
+  return ids;
+}
+
 }  // namespace
 
-RunRequest parse_run_request(std::string_view body, const Config& c, const Limits& limits) {
+std::string TextSupport::label(std::int64_t id) const {
+  if (id < 0 || id >= tokenizer.vocab_size()) return fmt::format("#{}", id);
+  return text::visible_token(tokenizer.token_bytes(id));
+}
+
+RunRequest parse_run_request(std::string_view body, const Config& c, const Limits& limits, const TextSupport* text) {
   if (body.size() > limits.max_body_bytes)
     throw RequestError(413, fmt::format("the request body has {} bytes, more than this server's limit of {}",
                                         body.size(), limits.max_body_bytes));
@@ -51,19 +76,53 @@ RunRequest parse_run_request(std::string_view body, const Config& c, const Limit
     throw bad("the request body is not valid JSON (expected an object such as {\"tokens\": \"3,17,5\"})");
   if (!j.is_object()) throw bad(fmt::format("the request body is a JSON {}, expected an object", j.type_name()));
   for (const auto& [key, value] : j.items())
-    if (key != "tokens" && key != "attn" && key != "mtp")
-      throw bad(fmt::format("unknown field '{}' (known: tokens, attn, mtp)", key));
-  if (!j.contains("tokens")) throw bad("missing field 'tokens' (the prompt as token ids, e.g. \"3,17,5\")");
+    if (key != "tokens" && key != "text" && key != "messages" && key != "add_generation_prompt" && key != "attn" &&
+        key != "mtp")
+      throw bad(fmt::format("unknown field '{}' (known: tokens, text, messages, add_generation_prompt, attn, mtp)", key));
+  const int given = j.contains("tokens") + j.contains("text") + j.contains("messages");
+  if (given == 0)
+    throw bad("missing field 'tokens', 'text' or 'messages' (the prompt as token ids \"3,17,5\", as text, or as "
+              "a chat)");
+  if (given > 1) throw bad("give the prompt once: one of 'tokens', 'text' or 'messages'");
+  if (j.contains("add_generation_prompt") && !j.contains("messages"))
+    throw bad("add_generation_prompt goes with 'messages' (a chat)");
 
   RunRequest r;
-  r.tokens = tokens_of(j.at("tokens"), limits);
+  if (j.contains("tokens")) {
+    r.tokens = tokens_of(j.at("tokens"), limits);
+  } else {
+    if (text == nullptr)
+      throw bad(fmt::format("this server takes token ids only: no tokenizer fits model '{}' (vocab_size {}); send "
+                            "{{\"tokens\": \"3,17,5\"}}", c.name, c.vocab_size));
+    if (j.contains("text")) {
+      if (!j.at("text").is_string()) throw bad(fmt::format("text: expected a string, got {}", j.at("text").type_name()));
+      r.kind = "text";
+      r.text = j.at("text").get<std::string>();
+      if (r.text.empty()) throw bad("text: the prompt is empty (type something for the model to read)");
+    } else {
+      nlohmann::json conversation = {{"messages", j.at("messages")}};
+      if (j.contains("add_generation_prompt")) conversation["add_generation_prompt"] = j.at("add_generation_prompt");
+      text::Conversation conv;
+      try {
+        conv = text::conversation_from_json(conversation, "messages", /*default_generation_prompt=*/true);
+      } catch (const std::invalid_argument& e) {
+        throw bad(e.what());
+      }
+      r.kind = "chat";
+      r.text = text::render_chat(conv.messages, conv.add_generation_prompt, text->format,
+                                 text->config.bos_token.empty() ? text::kDeepSeekBos
+                                                                : std::string_view(text->config.bos_token));
+    }
+    r.tokens = encode_text(*text, r.text, /*add_bos=*/r.kind == "text");
+  }
   const auto T = static_cast<std::int64_t>(r.tokens.size());
   if (T == 0) throw bad("tokens: the prompt is empty (give at least one token id)");
+  const std::string field = r.kind == "token ids" ? std::string("tokens") : r.kind == "text" ? "text" : "messages";
   if (T > limits.max_prompt_tokens)
-    throw bad(fmt::format("tokens: {} tokens, more than this server's limit of {} (dsr1 serve "
-                          "--max-prompt-tokens)", T, limits.max_prompt_tokens));
+    throw bad(fmt::format("{}: {} tokens, more than this server's limit of {} (dsr1 serve --max-prompt-tokens)",
+                          field, T, limits.max_prompt_tokens));
   if (c.max_position_embeddings > 0 && T > c.max_position_embeddings)
-    throw bad(fmt::format("tokens: {} tokens run past max_position_embeddings = {} of '{}'", T,
+    throw bad(fmt::format("{}: {} tokens run past max_position_embeddings = {} of '{}'", field, T,
                           c.max_position_embeddings, c.name));
   for (std::int64_t t = 0; t < T; ++t) {
     const std::int64_t id = r.tokens[static_cast<std::size_t>(t)];

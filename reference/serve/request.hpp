@@ -17,6 +17,8 @@
 
 #include "reference/deepseek/config.hpp"
 #include "reference/serve/exploration.hpp"
+#include "reference/text/chat.hpp"
+#include "reference/text/tokenizer.hpp"
 
 namespace dsr1::serve {
 
@@ -35,9 +37,25 @@ class RequestError : public std::runtime_error {
   int status_;
 };
 
-// POST /api/run: {"tokens": "3,17,5" | [3, 17, 5], "attn": "naive" | "absorbed", "mtp": false}.
-// Throws RequestError (400, or 413 for a body over the limit) naming the field.
-RunRequest parse_run_request(std::string_view body, const Config& c, const Limits& limits);
+// What a server needs to take text: a tokenizer whose ids fit the model, its config (BOS), and the
+// chat format of the model (docs/chat-format.md).
+struct TextSupport {
+  text::Tokenizer tokenizer;
+  text::TokenizerConfig config;
+  text::ChatFormat format = text::ChatFormat::V3;
+  // The visible string of one id ("␣Paris", "<0xE4>"; text/visible.hpp).
+  std::string label(std::int64_t id) const;
+};
+
+// POST /api/run: the prompt as exactly one of
+//   {"tokens": "3,17,5" | [3, 17, 5]}
+//   {"text": "The capital of France is"}                       BOS (as the tokenizer config says) + text
+//   {"messages": [{"role": "user", "content": "..."}], "add_generation_prompt": true}   the chat format
+// with "attn": "naive" | "absorbed" and "mtp": false optional. Text and messages need `text`
+// (null: the server takes token ids only). Throws RequestError (400, or 413 for a body over the
+// limit) naming the field.
+RunRequest parse_run_request(std::string_view body, const Config& c, const Limits& limits,
+                             const TextSupport* text = nullptr);
 
 // A block of the model as the API names it: "0".."L-1" or "mtp". Returns the layer index
 // (L for the MTP block); throws RequestError 404 naming the layers that exist.

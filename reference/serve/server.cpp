@@ -50,9 +50,10 @@ std::string host_of(const std::string& header) {
 
 class Explorer {
  public:
-  Explorer(const ServeOptions& options, const Config& c, std::string source, ModelOpener open)
-      : options_(options), config_(c), source_(std::move(source)), open_(std::move(open)),
-        model_(model_view(c, source_, options.limits, options.precision)) {}
+  Explorer(const ServeOptions& options, const Config& c, std::string source, ModelOpener open,
+           const TextSupport* text)
+      : options_(options), config_(c), source_(std::move(source)), open_(std::move(open)), text_(text),
+        model_(model_view(c, source_, options.limits, options.precision, text)) {}
 
   void install(httplib::Server& server) {
     server.set_payload_max_length(options_.limits.max_body_bytes);
@@ -154,8 +155,8 @@ class Explorer {
     // which this server never grants.
     if (req.get_header_value("Content-Type").rfind("application/json", 0) != 0)
       throw RequestError(415, "POST /api/run takes a JSON body with Content-Type: application/json");
-    const RunRequest r = parse_run_request(req.body, config_, options_.limits);
-    const std::string summary = fmt::format("{} token{}, {} attention{}", r.tokens.size(),
+    const RunRequest r = parse_run_request(req.body, config_, options_.limits, text_);
+    const std::string summary = fmt::format("{} of {} token{}, {} attention{}", r.kind, r.tokens.size(),
                                             r.tokens.size() == 1 ? "" : "s", ref::attn_form_name(r.attn),
                                             r.mtp ? ", MTP" : "");
     const std::uint64_t id = queue_.start(
@@ -164,6 +165,7 @@ class Explorer {
           const OpenedModel m = open_(static_cast<std::int64_t>(r.tokens.size()), r.mtp);
           auto run = explore(*m.weights, config_, r, options_.top_k, progress);
           run->source = source_;
+          if (text_) run->label_of = [text = text_](std::int64_t id) { return text->label(id); };
           fmt::print(stderr, "dsr1 serve: run done in {:.1f} s, peak resident memory {:.2f} GB\n", run->seconds,
                      run->peak_rss_bytes / 1e9);
           return run;
@@ -203,6 +205,7 @@ class Explorer {
   Config config_;
   std::string source_;
   ModelOpener open_;
+  const TextSupport* text_;  // null: token ids only
   json model_;
   RunQueue queue_;
 };
@@ -225,7 +228,8 @@ bool is_loopback(const std::string& host) {
   return host == "localhost" || host == "::1" || host == "[::1]" || host.rfind("127.", 0) == 0;
 }
 
-int serve(const ServeOptions& options, const Config& c, const std::string& source, ModelOpener open) {
+int serve(const ServeOptions& options, const Config& c, const std::string& source, ModelOpener open,
+          const TextSupport* text) {
   if (::pipe(stop_pipe) != 0) throw std::runtime_error("dsr1 serve: cannot create the stop pipe");
   struct sigaction action {};
   action.sa_handler = on_stop_signal;
@@ -234,7 +238,7 @@ int serve(const ServeOptions& options, const Config& c, const std::string& sourc
   ::sigaction(SIGTERM, &action, nullptr);
 
   httplib::Server server;
-  Explorer explorer(options, c, source, std::move(open));
+  Explorer explorer(options, c, source, std::move(open), text);
   explorer.install(server);
   const int port = options.port == 0 ? server.bind_to_any_port(options.host)
                                      : (server.bind_to_port(options.host, options.port) ? options.port : -1);

@@ -5,7 +5,8 @@
 //
 //   GET  /                  the page
 //   GET  /api/model         the model's map, dimensions, limits and config pictures  (views.hpp)
-//   POST /api/run           {"tokens": "3,17,5", "attn": "naive", "mtp": false} -> 202 {"run": id};
+//   POST /api/run           {"text": "..."} | {"messages": [...]} | {"tokens": "3,17,5"}, "attn", "mtp"
+//                           -> 202 {"run": id};
 //                           409 while a run computes, 400 for a bad request, 413 for a large body
 //   GET  /api/status        {"state": "idle|running|done|failed", "layer", "layers", "seconds", "error"}
 //   GET  /api/run           the finished run: tokens, next tokens, residual norms, logits
@@ -50,7 +51,9 @@ using ModelOpener = std::function<OpenedModel(std::int64_t T, bool mtp)>;
 bool is_loopback(const std::string& host);
 
 // Binds, prints "dsr1 serve: http://HOST:PORT/" on stdout, and serves until SIGINT or SIGTERM.
-// Returns the exit code. Throws if the address cannot be bound.
-int serve(const ServeOptions& options, const Config& c, const std::string& source, ModelOpener open);
+// `text` (may be null: token ids only) must outlive the call. Returns the exit code. Throws if
+// the address cannot be bound.
+int serve(const ServeOptions& options, const Config& c, const std::string& source, ModelOpener open,
+          const TextSupport* text);
 
 }  // namespace dsr1::serve

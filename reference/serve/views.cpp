@@ -8,6 +8,7 @@
 #include "reference/deepseek/rope.hpp"
 #include "reference/html/html_tracer.hpp"
 #include "reference/html/pictures.hpp"
+#include "reference/text/chat.hpp"
 
 namespace dsr1::serve {
 namespace {
@@ -45,11 +46,16 @@ json vector_of(const arma::vec& v) {
   return out;
 }
 
-json next_tokens_json(const std::vector<std::vector<NextToken>>& next) {
+json next_tokens_json(const std::vector<std::vector<NextToken>>& next,
+                      const std::function<std::string(std::int64_t)>& label_of) {
   json out = json::array();
   for (const auto& position : next) {
     json list = json::array();
-    for (const NextToken& n : position) list.push_back({{"id", n.id}, {"logit", n.logit}, {"prob", n.prob}});
+    for (const NextToken& n : position) {
+      json one = {{"id", n.id}, {"logit", n.logit}, {"prob", n.prob}};
+      if (label_of) one["label"] = label_of(n.id);
+      list.push_back(std::move(one));
+    }
     out.push_back(std::move(list));
   }
   return out;
@@ -67,15 +73,33 @@ std::string block_input(const Config& c, std::int64_t l) {
   return l == 0 ? std::string("embed.h") : fmt::format("layers.{}.h", l - 1);
 }
 
-std::vector<std::string> token_labels(const std::vector<std::int64_t>& tokens) {
+// Row labels of a per-token picture: "t=3", or "t=3 ␣Paris" with a tokenizer.
+std::vector<std::string> row_labels(const Exploration& run) {
   std::vector<std::string> labels;
-  for (std::size_t t = 0; t < tokens.size(); ++t) labels.push_back(fmt::format("t={}", t));
+  const std::vector<std::int64_t>& tokens = run.request.tokens;
+  for (std::size_t t = 0; t < tokens.size(); ++t)
+    labels.push_back(run.label_of ? fmt::format("t={} {}", t, html::short_label(run.label_of(tokens[t]), 8))
+                                  : fmt::format("t={}", t));
   return labels;
+}
+
+// Each position's token as a label for the attention axes ("␣Paris"); empty without a tokenizer.
+std::vector<std::string> position_labels(const Exploration& run) {
+  std::vector<std::string> labels;
+  if (run.label_of)
+    for (const std::int64_t id : run.request.tokens) labels.push_back(run.label_of(id));
+  return labels;
+}
+
+// " (␣Paris)" after a token's id in a title, "" without a tokenizer.
+std::string token_note(const Exploration& run, std::int64_t id) {
+  return run.label_of ? fmt::format(" ({})", run.label_of(id)) : std::string();
 }
 
 }  // namespace
 
-json model_view(const Config& c, const std::string& source, const Limits& limits, int precision) {
+json model_view(const Config& c, const std::string& source, const Limits& limits, int precision,
+                const TextSupport* text) {
   json blocks = json::array();
   for (std::int64_t l = 0; l < c.num_hidden_layers; ++l)
     blocks.push_back({{"id", std::to_string(l)}, {"kind", c.is_moe_layer(l) ? "moe" : "dense"}});
@@ -97,6 +121,11 @@ json model_view(const Config& c, const std::string& source, const Limits& limits
   j["limits"] = {{"max_prompt_tokens", limits.max_prompt_tokens}, {"max_body_bytes", limits.max_body_bytes},
                  {"max_heads_per_view", limits.max_heads_per_view}};
   j["precision"] = precision;
+  j["text"] = text != nullptr;  // the page offers text and chat prompts
+  if (text) {
+    j["tokenizer"] = text->tokenizer.origin();
+    j["chat_format"] = text::to_string(text->format);
+  }
   j["pictures"]["rope"] = html::rope_frequency_plot(
       fmt::format("Rotation frequency per pair, {} (d_rope = {})", c.name, c.qk_rope_head_dim), theta, theta_prime,
       c.has_yarn(), range, c.rope_scaling.factor, precision);
@@ -112,15 +141,17 @@ json run_view(const Exploration& run, int precision) {
   json j;
   j["run"] = run.id;
   j["tokens"] = tokens;
-  j["labels"] = token_labels(tokens);
+  j["kind"] = run.request.kind;
+  j["text"] = run.request.text;
+  j["labels"] = position_labels(run);
   j["path"] = fmt::format("reference (float64), {} attention", ref::attn_form_name(run.request.attn));
   j["attn"] = ref::attn_form_name(run.request.attn);
   j["mtp"] = run.request.mtp;
   j["seconds"] = run.seconds;
   j["peak_rss_bytes"] = run.peak_rss_bytes;
   j["kept_bytes"] = 8.0 * static_cast<double>(run.trace->kept_values() + run.logits.n_elem + run.mtp_logits.n_elem);
-  j["next"] = next_tokens_json(run.next);
-  j["mtp_next"] = next_tokens_json(run.mtp_next);
+  j["next"] = next_tokens_json(run.next, run.label_of);
+  j["mtp_next"] = next_tokens_json(run.mtp_next, run.label_of);
 
   // The residual stream after the embedding and after each block: |h_t| per stage.
   std::vector<std::string> stages;
@@ -138,11 +169,11 @@ json run_view(const Exploration& run, int precision) {
       stages, norms, precision);
   j["pictures"]["logits"] =
       html::logits_table("Top 5 logits after each position (logits row t)", arma::mat(run.logits.t()), tokens, 5,
-                         precision);
+                         precision, run.label_of);
   if (run.request.mtp)
     j["pictures"]["mtp_logits"] = html::logits_table(
         "MTP: top 5 logits for token t+2 after each position t (mtp.logits row t)", arma::mat(run.mtp_logits.t()),
-        tokens, 5, precision);
+        tokens, 5, precision, run.label_of);
 
   // RoPE at the prompt's positions: the angle t·θ'_i that rotates pair i at position t, as its
   // cosine (1: not turned, -1: half a turn).
@@ -155,7 +186,7 @@ json run_view(const Exploration& run, int precision) {
   j["pictures"]["rope_positions"] = html::value_heatmap(
       fmt::format("cos(t·θ'_i): the rotation of pair i at each position t of the prompt ({})",
                   c.has_yarn() ? "YaRN-corrected θ'" : "plain RoPE"),
-      cosines, token_labels(tokens), pairs, precision);
+      cosines, row_labels(run), pairs, precision);
   return j;
 }
 
@@ -183,6 +214,7 @@ json layer_view(const Exploration& run, std::int64_t l, std::int64_t head0, std:
   const std::int64_t last = std::min(n_h, head0 + heads);
   j["heads"] = {{"from", head0}, {"to", last - 1}, {"n_h", n_h}};
   j["attention"] = json::array();
+  const std::vector<std::string> labels = position_labels(run);
   for (std::int64_t h = head0; h < last; ++h) {
     const arma::mat p = head_slice(probs, static_cast<arma::uword>(h));  // [T, T_k]
     // Causal mask: without a cache T_k = T, and key j > t lies in query t's future; its weight is
@@ -193,7 +225,8 @@ json layer_view(const Exploration& run, std::int64_t l, std::int64_t head0, std:
     j["attention"].push_back(
         {{"head", h},
          {"probs", rows_of(p)},
-         {"html", html::attention_heatmap(fmt::format("{}.attn.probs, head {}", where, h), p, masked, precision)}});
+         {"html", html::attention_heatmap(fmt::format("{}.attn.probs, head {}", where, h), p, masked, precision,
+                                          labels, labels)}});
   }
 
   // The latent cache: what MLA keeps per token instead of per-head keys and values.
@@ -204,7 +237,7 @@ json layer_view(const Exploration& run, std::int64_t l, std::int64_t head0, std:
     for (arma::uword i = 0; i < n; ++i) v.push_back(std::to_string(i));
     return v;
   };
-  const std::vector<std::string> rows = token_labels(run.request.tokens);
+  const std::vector<std::string> rows = row_labels(run);
   j["latent"]["html"] = html::value_heatmap(
       fmt::format("{}.attn.c_kv_hat [T, r_kv = {}]: the cached latent of each token", where, c_kv_hat.n_cols),
       c_kv_hat, rows, dims(c_kv_hat.n_cols), precision);
@@ -217,13 +250,14 @@ json layer_view(const Exploration& run, std::int64_t l, std::int64_t head0, std:
   // The RMSNorms of token t: before attention (the residual stream entering the block) and
   // before the FFN (after the attention residual).
   const auto tt = static_cast<arma::uword>(t);
+  const std::string which = fmt::format("token t = {}{}", t, token_note(run, run.request.tokens[tt]));
   const arma::mat h_in = disk_matrix(rec.get(block_input(c, l))), attn_norm = disk_matrix(rec.get(b + "attn_norm"));
   const arma::mat h_attn = disk_matrix(rec.get(b + "h_attn")), ffn_norm = disk_matrix(rec.get(b + "ffn_norm"));
   j["norms"]["attn"] = html::norm_chart(
-      fmt::format("RMSNorm before attention, token t = {}: {} (grey) and {}.attn_norm", t, block_input(c, l), where),
+      fmt::format("RMSNorm before attention, {}: {} (grey) and {}.attn_norm", which, block_input(c, l), where),
       h_in.row(tt).t(), attn_norm.row(tt).t(), precision);
   j["norms"]["ffn"] = html::norm_chart(
-      fmt::format("RMSNorm before the FFN, token t = {}: {}.h_attn (grey) and {}.ffn_norm", t, where, where),
+      fmt::format("RMSNorm before the FFN, {}: {}.h_attn (grey) and {}.ffn_norm", which, where, where),
       h_attn.row(tt).t(), ffn_norm.row(tt).t(), precision);
 
   if (moe) {
@@ -251,7 +285,7 @@ json layer_view(const Exploration& run, std::int64_t l, std::int64_t head0, std:
                    {"group_scores", vector_of(r.group_scores)},
                    {"group_mask", vector_of(r.group_mask)},
                    {"chosen", chosen},
-                   {"html", html::router_bars(fmt::format("{}.moe, token {}: {} of {} experts chosen", where, t,
+                   {"html", html::router_bars(fmt::format("{}.moe, {}: {} of {} experts chosen", where, which,
                                                           r.chosen.size(), r.s.n_elem),
                                               r, precision)}};
     // How many of the prompt's tokens each expert received.

@@ -22,7 +22,9 @@ namespace dsr1::serve {
 // The model before any run: its dimensions, the map of its blocks (dense or MoE, the MTP block),
 // the limits of this server, and the config's own pictures (RoPE/YaRN frequencies, KV-cache
 // bytes against context length).
-nlohmann::json model_view(const Config& c, const std::string& source, const Limits& limits, int precision);
+// With `text` (may be null), the page offers text and chat prompts.
+nlohmann::json model_view(const Config& c, const std::string& source, const Limits& limits, int precision,
+                          const TextSupport* text = nullptr);
 
 // A finished run: the tokens, how it was computed (path, attention form, time, memory, bytes
 // kept), the next-token candidates after each position (top k with probabilities), and the

@@ -84,7 +84,7 @@ def bad_requests(server):
     refused(server, "GET", "/api/layer/0", 404, r"^no run yet")
     refused(server, "POST", "/api/run", 400, r"^the request body is not valid JSON", body='{"tokens": [1, 2')
     refused(server, "POST", "/api/run", 400, r"^the request body is a JSON array, expected an object$", body="[1]")
-    refused(server, "POST", "/api/run", 400, r"^unknown field 'file' \(known: tokens, attn, mtp\)$",
+    refused(server, "POST", "/api/run", 400, r"^unknown field 'file' \(known: tokens, text, messages, add_generation_prompt, attn, mtp\)$",
             body='{"tokens": "1", "file": "/etc/passwd"}')
     refused(server, "POST", "/api/run", 400, r"^tokens\[0\]: \"1\" is not an integer token id$", body='{"tokens": ["1"]}')
     refused(server, "POST", "/api/run", 400, r"^tokens: the prompt is empty", body='{"tokens": ""}')
@@ -114,7 +114,7 @@ def runs(server, tokens, layers):
     got, j = server.request("POST", "/api/run", body=json.dumps({"tokens": tokens}))
     check(got == 202 and j.get("run") == 1, f"POST /api/run {tokens} -> {got} {j}")
     got, j = server.request("POST", "/api/run", body=json.dumps({"tokens": "1,2"}))
-    check(got == 409 and re.match(r"^run 1 \(\d+ tokens?, naive attention\) is still computing \((opening the weights|main "
+    check(got == 409 and re.match(r"^run 1 \(token ids of \d+ tokens?, naive attention\) is still computing \((opening the weights|main "
                                   r"pass, \d+ of " + str(layers) + r" layers done), started \d+ s ago\)\. This server runs "
                                   r"one prompt at a time", j.get("error", "")),
           f"a second POST /api/run while run 1 computes -> {got} {j.get('error', '')[:120]!r}")

@@ -6,7 +6,8 @@
 // README shows them).
 //
 // Usage: node tests/serve/explore.mjs --dsr1 build/dsr1 --out build/serve/tiny-v3
-//          [--model-args "--preset tiny-v3"] [--tokens 3,17,5,99] [--layer 1] [--head 2] [--token 2]
+//          [--model-args "--preset tiny-v3"] [--tokens 3,17,5,99 | --text "The capital of France is"]
+//          [--layer 1] [--head 2] [--token 2]
 //          [--screenshots DIR]  (also copy the screenshots there, e.g. docs/images)
 // Exit status 0 if every check passes; else 1, naming each failure.
 import { spawn, execFileSync } from 'node:child_process';
@@ -51,10 +52,13 @@ function readSafetensors(file) {
   return tensors;
 }
 const dumpFile = path.join(args.out, 'run.safetensors');
-execFileSync(args.dsr1, ['run', ...modelArgs, '--tokens', args.tokens, '--trace', `layers.${layer}.*`,
-  '--dump', dumpFile, '--quiet'], { stdio: ['ignore', 'ignore', 'inherit'] });
+// The same prompt through `dsr1 run`: its --json report names the tokens (text is tokenized there
+// as the server tokenizes it); --jsonl keeps the traced tensors off stdout.
+const prompt = args.text !== undefined ? ['--text', args.text] : ['--tokens', args.tokens];
+const report = JSON.parse(execFileSync(args.dsr1, ['run', ...modelArgs, ...prompt, '--trace', `layers.${layer}.*`,
+  '--jsonl', path.join(args.out, 'run.jsonl'), '--dump', dumpFile, '--json'], { stdio: ['ignore', 'pipe', 'inherit'] }));
 const dump = readSafetensors(dumpFile);
-const tokens = args.tokens.split(',').map(Number);
+const tokens = report.tokens;
 const T = tokens.length;
 const probs = dump[`layers.${layer}.attn.probs`];     // [n_h, T, T]
 const experts = dump[`layers.${layer}.moe.experts`];  // [T, K]
@@ -112,13 +116,18 @@ try {
   }
 
   // Type the prompt and run.
+  const kindEnabled = await page.$eval('#kind', (e) => !e.disabled);
+  check(kindEnabled === (args.text !== undefined), `the page offers text prompts ${args.text !== undefined ? '' : 'not '}(the model's tokenizer ${args.text !== undefined ? 'fits' : 'does not fit'})`);
+  if (args.text !== undefined) await page.select('#kind', 'text');
   await page.click('#prompt', { clickCount: 3 });
   await page.keyboard.press('Backspace');
-  await page.type('#prompt', args.tokens);
+  await page.type('#prompt', args.text !== undefined ? args.text : args.tokens);
   await page.click('#run');
   await page.waitForSelector('#status[data-state="ready"]');
   const chips = await page.$$eval('#tokens .token-chip', (e) => e.map((x) => x.textContent));
-  check(chips.length === T, `the page shows the ${T} tokens (${chips.join(' ')})`);
+  const ids = await page.$$eval('#tokens .token-chip', (e) => e.map((x) => Number(x.getAttribute('data-id'))));
+  check(chips.length === T && ids.every((id, t) => id === tokens[t]),
+        `the page shows the ${T} tokens of dsr1 run (${chips.join(' | ')})`);
   const info = await page.$eval('#run-info', (e) => e.textContent);
   check(/Computed by the reference \(float64\), naive attention path in [0-9.]+ s/.test(info),
         `the page says which path computed the numbers and how long it took: "${info.slice(0, 80)}..."`);
