@@ -169,7 +169,8 @@ try {
   const titles = await page.$$eval('#head-large rect.cell title', (e) => e.map((x) => x.textContent));
   let headOk = titles.length === T * T;
   for (const title of titles) {
-    const m = title.match(/^query (\d+) key (\d+): (?:masked \(score -inf, )?weight (-?[0-9.]+)/);
+    // "query 4 key 2: weight 0.1472", with a tokenizer "query 4 '␣France' key 2 '␣capital': weight 0.1472"
+    const m = title.match(/^query (\d+)(?: '.*')? key (\d+)(?: '.*')?: (?:masked \(score -inf, )?weight (-?[0-9.]+)\)?$/);
     if (!m) { headOk = false; console.log(`  unreadable cell title: ${title}`); continue; }
     const want = probs.data[(head * T + Number(m[1])) * T + Number(m[2])];
     if (Math.abs(Number(m[3]) - want) > 0.5e-4 + 1e-15) { headOk = false; console.log(`  ${title}: dump ${want}`); }
