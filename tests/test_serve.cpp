@@ -242,6 +242,14 @@ TEST_CASE("serve: a run keeps exactly the values the model traced for the page, 
   CHECK(kept_bytes_estimate(c, 4, true) >= bytes);
   CHECK(kept_bytes_estimate(c, 4, true) < 1.5 * bytes);
 
+  // The MTP block is a block of the map like the layers: its attention, its router, its input mtp.h_proj.
+  const nlohmann::json mtp = layer_view(*run, 3, 0, 16, 1, 4);
+  CHECK(mtp["kind"] == "mtp");
+  CHECK(mtp["attention"].size() == 4);
+  CHECK(mtp["attention"][0]["probs"].size() == 3);  // T - 1 positions
+  CHECK(mtp["router"]["chosen"].size() == static_cast<std::size_t>(c.num_experts_per_tok));
+  CHECK(mtp["norms"]["attn"].get<std::string>().find("mtp.h_proj (grey)") != std::string::npos);
+
   // The next tokens: the top 10 by logit with softmax probabilities, computed here in long double.
   for (arma::uword t = 0; t < logits.n_cols; ++t) {
     const arma::vec col = logits.col(t);
