@@ -15,7 +15,7 @@ import re
 import sys
 
 # Bottom first. The order is the link order of reference/CMakeLists.txt.
-LAYERS = ["io", "text", "trace", "deepseek", "explainer", "tools", "fast", "html", "cli", "python"]
+LAYERS = ["io", "text", "trace", "deepseek", "explainer", "tools", "fast", "html", "serve", "cli", "python"]
 PROJECT_WIDE = {"faults.hpp", "CMakeLists.txt"}
 INCLUDE = re.compile(r'^\s*#\s*include\s+"(reference/[^"]+)"', re.MULTILINE)
 

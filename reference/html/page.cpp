@@ -88,6 +88,8 @@ const char* kScript = R"(//<![CDATA[
 
 }  // namespace
 
+const char* picture_style() { return kStyle; }
+
 Page::Page(std::string title) : title_(std::move(title)) {}
 
 void Page::section(const std::string& heading) {

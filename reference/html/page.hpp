@@ -13,6 +13,10 @@
 
 namespace dsr1::html {
 
+// The pages' style sheet (large type for a projector, the pictures' layout), for other pages that
+// show the same pictures: the explorer of `dsr1 serve` (reference/serve/).
+const char* picture_style();
+
 class Page {
  public:
   explicit Page(std::string title);
