@@ -214,7 +214,7 @@ TEST_CASE("P16 un-normalised latent in the cache: first divergence in attention 
   CHECK(first(dec) == "incremental.prefill.layers.0.attn.scores");
 }
 
-TEST_CASE("P10 MTP concat order [hidden ; embedding]: first divergence mtp.h_proj") {
+TEST_CASE("P10 MTP concat order [hidden, embedding]: first divergence mtp.h_proj") {
   const Golden g = load("golden/sets/v3");
   ref::ForwardOptions opt;
   opt.faults.mtp_concat_hidden_first = true;

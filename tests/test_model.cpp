@@ -108,7 +108,7 @@ TEST_CASE("greedy generation picks the argmax of the full forward pass at every 
   }
 }
 
-TEST_CASE("MTP predicts from [enorm(emb) ; hnorm(h)] and its concat order matters") {
+TEST_CASE("MTP predicts from [enorm(emb), hnorm(h)] and its concat order matters") {
   const Tiny& m = tiny("tiny-v3");
   REQUIRE(m.W.mtp.has_value());
   ref::ForwardOptions opt;

@@ -162,7 +162,7 @@ TEST_CASE("moe_forward: a prefix of the tokens gives bit-identical outputs") {
   check_close(one, arma::mat(full.col(4)), {1e-15, 1e-13}, "single token");
 }
 
-TEST_CASE("router faults reach the MoE output; double scaling scales the routed part only") {
+TEST_CASE("router faults reach the MoE output, and double scaling scales the routed part only") {
   const SmallMoe m = small_moe(2, true);
   const arma::mat x = wave(4, 4, 6.0, 1.0);
   dsr1::RecordingTracer good_tr, bad_tr;

@@ -77,7 +77,7 @@ void check_rejects(const std::vector<std::uint8_t>& b, const std::string& fragme
 
 }  // namespace
 
-TEST_CASE("npy round trip keeps float64 bits and the shape; float32 and float16 round to nearest") {
+TEST_CASE("npy round trip keeps float64 bits and the shape, float32 and float16 round to nearest") {
   Array a;
   a.shape = {2, 3};
   a.data = {1.0, -2.5, 1.0 / 3.0, 1e-300, -0.0, 65504.0};
@@ -163,7 +163,7 @@ TEST_CASE("npy rejects damaged and hostile files with a message naming the file"
                        std::runtime_error);
 }
 
-TEST_CASE("npz round trip keeps entry order and names; stored entries are readable by zip tools") {
+TEST_CASE("npz round trip keeps entry order and names, stored entries are readable by zip tools") {
   Array a, b;
   a.shape = {2, 2};
   a.data = {1, 2, 3, 4};

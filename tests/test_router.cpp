@@ -216,7 +216,7 @@ TEST_CASE("routed_scaling_factor is applied exactly once (P17)") {
   check_close(v2.g, arma::mat(arma::vec{256 * 0.30, 256 * 0.02}), exact_vs_ref, "moe.g (V2 fault)");
 }
 
-TEST_CASE("near-ties 1e-12 apart are resolved by value; exact ties go to the lower index") {
+TEST_CASE("near-ties 1e-12 apart are resolved by value, exact ties go to the lower index") {
   // V2-Lite greedy, 4 experts, K = 2. softmax is monotone, so the order of ell is the order of s.
   const Config c = v2_lite_config(4, 2);
   const MoeWeights W = identity_router(4);

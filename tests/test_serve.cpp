@@ -150,7 +150,7 @@ TEST_CASE("serve: blocks, heads and tokens are numbers in range, never names of 
   CHECK_FALSE(is_loopback("evil.example"));
 }
 
-TEST_CASE("serve: one run at a time; a second is refused naming the first; a run that throws is reported") {
+TEST_CASE("serve: one run at a time, a second is refused naming the first, a run that throws is reported") {
   RunQueue q;
   CHECK(q.status().state == RunQueue::State::Idle);
   std::promise<void> release;
