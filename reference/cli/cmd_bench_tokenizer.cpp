@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -77,13 +78,42 @@ Stats stats(std::vector<double> v) {
   return {v[v.size() / 2], v.front(), v.back()};
 }
 
-std::string rate_line(const std::string& who, double bytes, double tokens, const Stats& enc, const Stats& dec) {
-  auto mbs = [&](double s) { return bytes / s / 1e6; };
-  auto tps = [&](double s) { return tokens / s; };
-  return fmt::format("{:<10} encode {:7.2f} MB/s {:10.0f} tokens/s ({:.2f}..{:.2f} MB/s)   "
-                     "decode {:8.2f} MB/s {:11.0f} tokens/s ({:.2f}..{:.2f} MB/s)",
-                     who, mbs(enc.median), tps(enc.median), mbs(enc.max), mbs(enc.min), mbs(dec.median),
-                     tps(dec.median), mbs(dec.max), mbs(dec.min));
+// The text cut into documents of about 4 KB, each ending at a newline (or the text's end): how
+// a tokenizer is mostly called. Their concatenation is the text.
+std::vector<std::string> documents_of(const std::string& text) {
+  constexpr std::size_t kDocumentBytes = 4096;
+  std::vector<std::string> docs;
+  for (std::size_t begin = 0; begin < text.size();) {
+    std::size_t end = text.find('\n', std::min(text.size(), begin + kDocumentBytes));
+    end = end == std::string::npos ? text.size() : end + 1;
+    docs.push_back(text.substr(begin, end - begin));
+    begin = end;
+  }
+  return docs;
+}
+
+// Seconds of each of `runs` calls of f.
+std::vector<double> timed(int runs, const std::function<void()>& f) {
+  std::vector<double> s;
+  for (int r = 0; r < runs; ++r) {
+    const auto t0 = Clock::now();
+    f();
+    s.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
+  }
+  return s;
+}
+
+struct Measured {
+  double tokens;
+  std::vector<double> encode_s, decode_s;
+};
+
+std::string rate_line(const std::string& who, double bytes, const Measured& m) {
+  const Stats enc = stats(m.encode_s), dec = stats(m.decode_s);
+  return fmt::format("  {:<9} encode {:7.2f} MB/s {:9.0f} tokens/s ({:.2f}..{:.2f})   "
+                     "decode {:7.2f} MB/s {:10.0f} tokens/s ({:.2f}..{:.2f})",
+                     who, bytes / enc.median / 1e6, m.tokens / enc.median, bytes / enc.max / 1e6, bytes / enc.min / 1e6,
+                     bytes / dec.median / 1e6, m.tokens / dec.median, bytes / dec.max / 1e6, bytes / dec.min / 1e6);
 }
 
 int bench_tokenizer(const BenchTokenizerArgs& a) {
@@ -91,59 +121,73 @@ int bench_tokenizer(const BenchTokenizerArgs& a) {
   const std::string path = text::resolve_tokenizer_path(a.tokenizer_file, a.model_dir);
   const text::Tokenizer tok = text::Tokenizer::from_file(path);
   const std::string text = bench_text(a);
+  const std::vector<std::string> docs = documents_of(text);
 
-  std::vector<double> encode_s, decode_s;
+  // dsr1: the whole text as one string, then document by document; one thread.
   std::vector<std::int64_t> ids;
-  for (int r = 0; r < a.runs; ++r) {
-    const auto t0 = Clock::now();
-    ids = tok.encode(text);
-    encode_s.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
-  }
-  for (int r = 0; r < a.runs; ++r) {
-    const auto t0 = Clock::now();
-    const std::string back = tok.decode(ids);
-    decode_s.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
-    if (back != text) throw std::runtime_error("decode(encode(text)) != text on the benchmark text");
-  }
-  const double bytes = static_cast<double>(text.size()), tokens = static_cast<double>(ids.size());
-  const Stats enc = stats(encode_s), dec = stats(decode_s);
+  Measured whole, by_doc;
+  whole.encode_s = timed(a.runs, [&] { ids = tok.encode(text); });
+  whole.tokens = static_cast<double>(ids.size());
+  whole.decode_s = timed(a.runs, [&] {
+    if (tok.decode(ids) != text) throw std::runtime_error("decode(encode(text)) != text on the benchmark text");
+  });
+  std::vector<std::vector<std::int64_t>> doc_ids(docs.size());
+  by_doc.encode_s = timed(a.runs, [&] {
+    for (std::size_t i = 0; i < docs.size(); ++i) doc_ids[i] = tok.encode(docs[i]);
+  });
+  by_doc.tokens = 0;
+  for (const auto& d : doc_ids) by_doc.tokens += static_cast<double>(d.size());
+  by_doc.decode_s = timed(a.runs, [&] {
+    for (const auto& d : doc_ids) (void)tok.decode(d);
+  });
 
-  // The official library on the same text, measured the same way (tests/text/official_tokenizer.mjs).
+  // The official library on the same documents, measured the same way (tests/text/official_tokenizer.mjs).
   std::optional<json> official;
   std::string official_note;
   const std::string script = std::string(DSR1_SOURCE_DIR) + "/tests/text/official_tokenizer.mjs";
-  const std::filesystem::path text_file = std::filesystem::temp_directory_path() / fmt::format("dsr1-bench-tokenizer-{}.txt", getpid());
+  const std::filesystem::path docs_file =
+      std::filesystem::temp_directory_path() / fmt::format("dsr1-bench-tokenizer-{}.json", getpid());
   {
-    std::ofstream out(text_file, std::ios::binary);
-    out << text;
+    std::ofstream out(docs_file, std::ios::binary);
+    out << json(docs).dump();
   }
   const auto out = command_output(fmt::format("node {} {} bench {} {} 2>/dev/null", quoted(script), quoted(path),
-                                              quoted(text_file.string()), a.runs));
-  std::filesystem::remove(text_file);
+                                              quoted(docs_file.string()), a.runs));
+  std::filesystem::remove(docs_file);
   if (out) official = json::parse(*out);
   else official_note = "the official library did not run (node or tests/npm/node_modules/tokenizers missing: run .ci/install-deps)";
 
+  const double bytes = static_cast<double>(text.size());
   if (a.json_output) {
-    json j{{"tokenizer", path}, {"bytes", text.size()}, {"tokens", ids.size()}, {"runs", a.runs},
-           {"dsr1", {{"encode_seconds", encode_s}, {"decode_seconds", decode_s}}}};
+    json j{{"tokenizer", path}, {"bytes", text.size()}, {"documents", docs.size()}, {"runs", a.runs},
+           {"dsr1", {{"tokens", whole.tokens}, {"encode_seconds", whole.encode_s}, {"decode_seconds", whole.decode_s},
+                     {"documents_tokens", by_doc.tokens}, {"documents_encode_seconds", by_doc.encode_s},
+                     {"documents_decode_seconds", by_doc.decode_s}}}};
     if (official) j["official"] = *official;
     else j["official_note"] = official_note;
     fmt::print("{}\n", j.dump(2));
     return 0;
   }
-  fmt::print("tokenizer {}\ntext: {:.2f} MB, {} tokens; one thread; median of {} runs (fastest..slowest)\n",
-             path, bytes / 1e6, ids.size(), a.runs);
-  fmt::print("{}\n", rate_line("dsr1", bytes, tokens, enc, dec));
+  fmt::print("tokenizer {}\ntext: {:.2f} MB, {:.0f} tokens; one thread; MB/s and tokens/s of the median of {} runs "
+             "(MB/s of the slowest..fastest)\n", path, bytes / 1e6, whole.tokens, a.runs);
+  Measured o_whole, o_docs;
   if (official) {
-    const Stats oenc = stats((*official)["encode_seconds"].get<std::vector<double>>());
-    const Stats odec = stats((*official)["decode_seconds"].get<std::vector<double>>());
-    const auto otokens = (*official)["tokens"].get<double>();
-    fmt::print("{}\n", rate_line("official", bytes, otokens, oenc, odec));
-    fmt::print("dsr1 / official: encode {:.2f}x, decode {:.2f}x{}\n", oenc.median / enc.median, odec.median / dec.median,
-               otokens == tokens ? "" : fmt::format("  (token counts differ: {} vs {})", tokens, otokens));
-  } else {
-    fmt::print("{}\n", official_note);
+    const json& o = *official;
+    o_whole = {o["tokens"].get<double>(), o["encode_seconds"].get<std::vector<double>>(), o["decode_seconds"].get<std::vector<double>>()};
+    o_docs = {o["documents_tokens"].get<double>(), o["documents_encode_seconds"].get<std::vector<double>>(),
+              o["documents_decode_seconds"].get<std::vector<double>>()};
   }
+  auto section = [&](const std::string& title, const Measured& ours, const Measured& theirs) {
+    fmt::print("{}\n{}\n", title, rate_line("dsr1", bytes, ours));
+    if (!official) return;
+    fmt::print("{}\n", rate_line("official", bytes, theirs));
+    fmt::print("  dsr1/official: encode {:.2f}x, decode {:.2f}x{}\n", stats(theirs.encode_s).median / stats(ours.encode_s).median,
+               stats(theirs.decode_s).median / stats(ours.decode_s).median,
+               theirs.tokens == ours.tokens ? ", same token count" : fmt::format(" (token counts differ: {} vs {})", ours.tokens, theirs.tokens));
+  };
+  section("the whole text as one string:", whole, o_whole);
+  section(fmt::format("document by document ({} documents of about 4 KB):", docs.size()), by_doc, o_docs);
+  if (!official) fmt::print("{}\n", official_note);
   return 0;
 }
 

@@ -62,7 +62,7 @@ std::string oniguruma_to_pcre2(const std::string& pattern) {
   return out;
 }
 
-Regex::Regex(const std::string& pattern, const std::string& origin) : pattern_(pattern) {
+Regex::Regex(const std::string& pattern, const std::string& origin) : pattern_(pattern), origin_(origin) {
   int error = 0;
   PCRE2_SIZE offset = 0;
   const std::string translated = oniguruma_to_pcre2(pattern);
@@ -89,7 +89,7 @@ std::vector<std::pair<std::size_t, std::size_t>> Regex::matches(std::string_view
     if (rc < 0) {
       PCRE2_UCHAR message[256];
       pcre2_get_error_message(rc, message, sizeof message);
-      throw std::runtime_error(fmt::format("pre_tokenizer regex {:?}: PCRE2 match failed: {}", pattern_,
+      throw std::runtime_error(fmt::format("{}: pre_tokenizer regex {:?}: PCRE2 match failed: {}", origin_, pattern_,
                                            reinterpret_cast<const char*>(message)));
     }
     const PCRE2_SIZE* ovector = pcre2_get_ovector_pointer(data);

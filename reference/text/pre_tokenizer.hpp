@@ -4,7 +4,7 @@
 // with a regex; with behaviour "Isolated" each match becomes a piece of its own and so does each
 // stretch between matches. DeepSeek-V3's three Splits, in order:
 //   \p{N}{1,3}                                  digits, in groups of at most three ("12345" -> 123|45)
-//   [一-龥ぁ-ゟ゠-ヿ]+                            runs of CJK ideographs, hiragana, katakana
+//   [\u4e00-\u9fa5\u3040-\u309f\u30a0-\u30ff]+  runs of CJK ideographs, hiragana, katakana
 //   [!"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~][A-Za-z]+   an ASCII punctuation mark glued to a word (".get")
 //   |[^\r\n\p{L}\p{P}\p{S}]?[\p{L}\p{M}]+        a word with at most one leading non-letter (" the")
 //   | ?[\p{P}\p{S}]+[\r\n]*                     punctuation/symbols, optional space before, newlines after
@@ -33,7 +33,7 @@ class Regex {
   const std::string& pattern() const { return pattern_; }
 
  private:
-  std::string pattern_;
+  std::string pattern_, origin_;
   std::shared_ptr<void> code_;  // pcre2_code_8, freed with pcre2_code_free_8
 };
 

@@ -238,16 +238,21 @@ Tokenizer Tokenizer::from_json(std::string_view text, const std::string& origin)
     added.push_back(token);
   }
 
-  // id -> token string and bytes. Added tokens take precedence over model.vocab for their id.
+  // id -> token string and bytes. One id, one token: an id given to two different tokens could
+  // not be decoded, so it is refused (an added token may repeat its own model.vocab entry).
   const auto n = static_cast<std::size_t>(max_id + 1);
   s.token_string.assign(n, std::string());
   s.exists.assign(n, false);
   s.special.assign(n, false);
   for (const auto& [token, id] : s.vocab) {
+    if (s.exists[id])
+      refuse(origin, fmt::format("model.vocab gives id {} to both {:?} and {:?}", id, s.token_string[id], token));
     s.token_string[id] = token;
     s.exists[id] = true;
   }
   for (const AddedToken& a : added) {
+    if (s.exists[a.id] && s.token_string[a.id] != a.content)
+      refuse(origin, fmt::format("added token {:?} has id {}, which is already {:?}", a.content, a.id, s.token_string[a.id]));
     s.token_string[a.id] = a.content;
     s.exists[a.id] = true;
     s.special[a.id] = a.special;

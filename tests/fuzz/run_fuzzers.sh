@@ -26,7 +26,7 @@ max_len() {
   case $1 in
     tokens) echo 256 ;;
     decoders|index|npy) echo 2048 ;;
-    golden_manifest) echo 8192 ;;
+    golden_manifest|tokenizer) echo 8192 ;;
     *) echo 4096 ;;
   esac
 }

@@ -5,8 +5,10 @@
 //   node official_tokenizer.mjs TOKENIZER_JSON pieces  < {"text": S} lines  -> {"pieces": [...]} (pre-tokenizer only)
 //   node official_tokenizer.mjs TOKENIZER_JSON decode  < {"ids": [...]} lines -> {"text": S}
 //   node official_tokenizer.mjs TOKENIZER_JSON bench FILE RUNS
-//       encode and decode FILE's text RUNS times each on one thread; prints
-//       {"bytes": B, "tokens": T, "encode_seconds": [...], "decode_seconds": [...]}
+//       FILE holds a JSON list of documents. Encodes and decodes their concatenation as one text,
+//       RUNS times each, then the documents one by one (RUNS times); one thread; prints
+//       {"bytes": B, "tokens": T, "encode_seconds": [...], "decode_seconds": [...],
+//        "documents_tokens": T2, "documents_encode_seconds": [...], "documents_decode_seconds": [...]}
 // encode is encode(text, add_special_tokens=False); decode keeps special tokens.
 import { createRequire } from "node:module";
 import { readFileSync } from "node:fs";
@@ -24,20 +26,35 @@ const out = [];
 
 if (mode === "bench") {
   const [file, runs] = rest;
-  const text = readFileSync(file, "utf8");
-  const result = { bytes: Buffer.byteLength(text, "utf8"), tokens: 0, encode_seconds: [], decode_seconds: [] };
+  const documents = JSON.parse(readFileSync(file, "utf8"));
+  const text = documents.join("");
+  const result = { bytes: Buffer.byteLength(text, "utf8"), tokens: 0, encode_seconds: [], decode_seconds: [],
+                   documents_tokens: 0, documents_encode_seconds: [], documents_decode_seconds: [] };
+  const seconds = (t0) => Number(process.hrtime.bigint() - t0) / 1e9;
   let ids = [];
   for (let r = 0; r < Number(runs); ++r) {
     const t0 = process.hrtime.bigint();
-    const encoding = await tokenizer.encode(text, null, { addSpecialTokens: false });
-    ids = encoding.getIds();
-    result.encode_seconds.push(Number(process.hrtime.bigint() - t0) / 1e9);
+    ids = (await tokenizer.encode(text, null, { addSpecialTokens: false })).getIds();
+    result.encode_seconds.push(seconds(t0));
   }
   result.tokens = ids.length;
   for (let r = 0; r < Number(runs); ++r) {
     const t0 = process.hrtime.bigint();
     await tokenizer.decode(ids, false);
-    result.decode_seconds.push(Number(process.hrtime.bigint() - t0) / 1e9);
+    result.decode_seconds.push(seconds(t0));
+  }
+  let perDocument = [];
+  for (let r = 0; r < Number(runs); ++r) {
+    const t0 = process.hrtime.bigint();
+    perDocument = [];
+    for (const d of documents) perDocument.push((await tokenizer.encode(d, null, { addSpecialTokens: false })).getIds());
+    result.documents_encode_seconds.push(seconds(t0));
+  }
+  result.documents_tokens = perDocument.reduce((n, d) => n + d.length, 0);
+  for (let r = 0; r < Number(runs); ++r) {
+    const t0 = process.hrtime.bigint();
+    for (const d of perDocument) await tokenizer.decode(d, false);
+    result.documents_decode_seconds.push(seconds(t0));
   }
   process.stdout.write(JSON.stringify(result) + "\n");
 } else {
