@@ -9,6 +9,7 @@
 #include <string>
 
 #include "reference/text/chat.hpp"
+#include "reference/text/visible.hpp"
 #include "tests/support/errors.hpp"
 
 using dsr1::test::contains;
@@ -82,4 +83,16 @@ TEST_CASE("the shipped templates are identified: V3's npm tokenizer_config.json 
   CHECK(text::identify_chat_template(v3["chat_template"].get<std::string>()) == text::ChatFormat::V3);
   CHECK(text::identify_chat_template(r1["chat_template"].get<std::string>()) == text::ChatFormat::R1);
   CHECK_FALSE(text::identify_chat_template("{% for m in messages %}<|im_start|>{{ m.content }}{% endfor %}").has_value());
+}
+
+TEST_CASE("token labels make spaces, newlines and partial characters visible") {
+  CHECK(text::visible_token(" Paris") == "␣Paris");
+  CHECK(text::visible_token("\n\n") == "↵↵");
+  CHECK(text::visible_token("\t\r") == "⇥␍");
+  CHECK(text::visible_token("\x07") == "<0x07>");
+  CHECK(text::visible_token("") == "∅");
+  CHECK(text::visible_token("\xE4\xB8") == "<0xE4><0xB8>");      // the first two bytes of 中
+  CHECK(text::visible_token("\xE4\xB8\xAD") == "中");            // the whole character
+  CHECK(text::visible_token("a\xADz") == "a<0xAD>z");            // a stray continuation byte
+  CHECK(text::visible_token("<｜User｜>") == "<｜User｜>");        // special tokens as they are
 }

@@ -129,6 +129,25 @@ TEST_CASE("tiny presets exercise the paths they are named for") {
   CHECK(v2.has_q_lora());
   CHECK(v2.routed_scaling_factor == 16.0);
 
+  // mini-r1: R1's structure and vocabulary on a small body.
+  const Config r1 = dsr1::preset("deepseek-r1"), mini = dsr1::preset("mini-r1");
+  CHECK(mini.vocab_size == r1.vocab_size);
+  CHECK(mini.model_type == r1.model_type);
+  CHECK(mini.scoring_func == "sigmoid");
+  CHECK(mini.topk_method == r1.topk_method);
+  CHECK(mini.has_gate_bias());
+  CHECK(mini.n_group > 1);
+  CHECK(mini.topk_group < mini.n_group);
+  CHECK(mini.n_shared_experts == 1);
+  CHECK(mini.has_q_lora());
+  CHECK(mini.rope_scaling == r1.rope_scaling);
+  CHECK(mini.first_k_dense_replace >= 1);
+  CHECK_FALSE(mini.is_moe_layer(0));
+  CHECK(mini.is_moe_layer(mini.num_hidden_layers - 1));
+  CHECK(mini.num_nextn_predict_layers == 1);
+  CHECK(mini.routed_scaling_factor == r1.routed_scaling_factor);
+  CHECK(mini.hidden_size * 16 <= r1.hidden_size);
+
   const Config y = dsr1::preset("tiny-yarn");
   CHECK(y.has_yarn());
   CHECK(y.rope_scaling.original_max_position_embeddings <= 32);

@@ -153,7 +153,7 @@ TEST_CASE("html: a dsr1 run page of one full-scale R1 layer (8 tokens, 128 heads
     h.record("moe.g", arma::mat(K, T, arma::fill::randu));
     h.record("moe.group_mask", arma::mat(8, T, arma::fill::ones));
   }
-  dsr1::html::build_run_page(h, c, {{1, 2, 3, 4, 5, 6, 7, 8}, "absorbed", {"layers.3.*"}},
+  dsr1::html::build_run_page(h, c, {{1, 2, 3, 4, 5, 6, 7, 8}, "absorbed", {"layers.3.*"}, "", {}, nullptr},
                              arma::mat(64, T, arma::fill::randn));
   const std::string html = h.page().render();
   CHECK(count(html, "class=\"picture\" data-picture=\"attention\"") == n_h);

@@ -328,6 +328,10 @@ std::string router_bars(const std::string& title, const RouterView& r, int preci
                   kept ? "#000000" : "#777777");
     }
   }
+  // Expert numbers under the axis: every expert when there is room, else every 2nd, 4th, ...
+  // expert, as many as fit without touching (about 30 px for a three-digit number).
+  arma::uword tick_every = 1;
+  while (per_expert * tick_every < (N_r > 100 ? 30.0 : 16.0)) tick_every *= 2;
   s += line(left, zero_y, left + N_r * per_expert, zero_y);
   s += text(left - 6, y_of(top_value) + 4, number(top_value, std::min(precision, 3)), "end", 13);
   s += text(left - 6, zero_y + 4, "0", "end", 13);
@@ -348,7 +352,7 @@ std::string router_bars(const std::string& title, const RouterView& r, int preci
                 fmt::format("expert {}: s_tilde = s + b = {}{}", e, number(vt, precision), pick),
                 chosen[e] ? "stroke=\"#e6550d\" stroke-width=\"1.5\"" : "");
     }
-    if (per_expert >= 16 || e % 8 == 0)
+    if (e % tick_every == 0)
       s += text(left + (e + 0.5) * per_expert, top + height + 16, std::to_string(e), "middle", 13);
     if (chosen[e] && per_expert >= 24)
       s += text(left + (e + 0.5) * per_expert, std::min(y_of(v), zero_y) - 4, number(v, std::min(precision, 3)),
