@@ -8,6 +8,8 @@
 #include <memory>
 #include <thread>
 
+#include <unistd.h>
+
 #include "reference/cli/command.hpp"
 #include "reference/cli/model_source.hpp"
 #include "reference/cli/text_input.hpp"
@@ -15,6 +17,7 @@
 #include "reference/deepseek/sampling.hpp"
 #include "reference/fast/model.hpp"
 #include "reference/fast/pack.hpp"
+#include "reference/fast/source_model.hpp"
 #include "reference/io/memory_reuse.hpp"
 #include "reference/text/utf8.hpp"
 #include "reference/trace/trace_outputs.hpp"
@@ -70,24 +73,45 @@ struct ReferenceLogits : NextTokenLogits {
 // BF16/FP8 bytes), then prefill and one decode() per token through the float32 latent cache.
 // All of the fast path's driving is here.
 struct FastLogits : NextTokenLogits {
-  FastLogits(const ModelSource::Opened& m, fast::WeightType type, int threads, std::int64_t reserve)
-      : c_(m.config) {
+  // Two ways to hold the weights, as the model's size asks:
+  //  * a checkpoint the fast path can map, or a model whose packed copy would take more than a
+  //    quarter of this machine's memory (DeepSeek-R1): fast::SourceModel (fast/source_model.hpp),
+  //    as `dsr1 run --fast` does, with weights where they lie in the mapped file or packed a
+  //    layer (and a chosen expert) at a time, so memory follows one layer at any size;
+  //  * a smaller model from the generator (mini-r1, the tiny presets): every weight packed once
+  //    (fast::pack_weights), since packing a layer again for every new token would cost more
+  //    than the token itself.
+  // Both give the same bits (tests/test_fast_source.cpp).
+  FastLogits(const ModelSource::Opened& m, fast::WeightType type, int threads, std::int64_t reserve) {
     opt_.threads = threads;
     fast::PackOptions po;
     po.threads = threads;
-    F_ = fast::pack_weights(*m.source, m.config, type, po);
-    cache_ = fast::make_cache(m.config, reserve);
+    const double quarter_of_memory = 0.25 * static_cast<double>(::sysconf(_SC_PHYS_PAGES)) *
+                                     static_cast<double>(::sysconf(_SC_PAGESIZE));
+    if (fast::can_map(*m.source, m.config, type) ||
+        fast::packed_model_bytes(m.config, type) > quarter_of_memory) {
+      on_demand_ = std::make_unique<fast::SourceModel>(*m.source, m.config, type, po);
+      cache_ = on_demand_->make_cache(reserve);
+    } else {
+      packed_ = std::make_unique<fast::ModelWeightsF>(fast::pack_weights(*m.source, m.config, type, po));
+      config_ = &m.config;
+      cache_ = fast::make_cache(m.config, reserve);
+    }
   }
   arma::vec prefill(const std::vector<std::int64_t>& prompt) override {
-    const arma::fmat logits = fast::forward(F_, c_, prompt, 0, &cache_, opt_, nullptr);  // [V, P]
+    const arma::fmat logits = on_demand_ ? on_demand_->prefill(prompt, cache_, opt_)
+                                         : fast::forward(*packed_, *config_, prompt, 0, &cache_, opt_, nullptr);  // [V, P]
     return arma::conv_to<arma::vec>::from(logits.col(logits.n_cols - 1));
   }
   arma::vec step(std::int64_t token) override {
-    return arma::conv_to<arma::vec>::from(fast::decode(F_, c_, token, cache_, opt_, nullptr));
+    const arma::fvec logits = on_demand_ ? on_demand_->decode(token, cache_, opt_)
+                                         : fast::decode(*packed_, *config_, token, cache_, opt_, nullptr);
+    return arma::conv_to<arma::vec>::from(logits);
   }
-  const Config& c_;
+  std::unique_ptr<fast::SourceModel> on_demand_;
+  std::unique_ptr<fast::ModelWeightsF> packed_;
+  const Config* config_ = nullptr;
   fast::Options opt_;
-  fast::ModelWeightsF F_;
   fast::ModelCache cache_;
 };
 
@@ -153,13 +177,8 @@ int generate(const GenerateArgs& a) {
   const int threads = a.threads > 0 ? a.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   const fast::WeightType weight_type =
       a.source.model_dir.empty() ? fast::WeightType::F32 : fast::stored_weight_type(config);
-  FastCopy fast_copy;
-  if (a.fast)
-    fast_copy = {fast::packed_model_bytes(config, weight_type),
-                 fmt::format("the fast path's {} copy", fast::to_string(weight_type))};
-  // Weights stay in the checkpoint or the generator: fetched layer by layer (reference) or packed
-  // once (fast path).
-  const ModelSource::Opened m = a.source.open(false, P + a.n_new, fast_copy);
+  // Weights stay in the checkpoint or the generator, fetched layer by layer on either path.
+  const ModelSource::Opened m = a.source.open(false, P + a.n_new);
   std::unique_ptr<PrintTracer> printer;
   if (!a.trace.empty()) {
     PrintOptions po;
@@ -256,7 +275,9 @@ int generate(const GenerateArgs& a) {
                     {"time_to_first_token_seconds", time_to_first},
                     {"decode_tokens_per_second", decode_rate},
                     {"total_seconds", total}};
-    fmt::print("{}\n", j.dump(2));
+    // error_handler_t::replace: a token may be part of a UTF-8 character (byte-level BPE); its
+    // bytes then print as U+FFFD rather than failing the whole report.
+    fmt::print("{}\n", j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace));
     return 0;
   }
   out.finish();

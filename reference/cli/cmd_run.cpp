@@ -285,7 +285,9 @@ int run(const RunArgs& a) {
     j["layers"] = nlohmann::json::array();  // one entry per layer of every pass, in order
     for (const auto& acc : accounts)
       j["layers"].push_back({{"layer", acc.layer}, {"values_fetched", acc.values}, {"experts_fetched", acc.experts}});
-    fmt::print("{}\n", j.dump(2));
+    // error_handler_t::replace: a token may be part of a UTF-8 character (byte-level BPE); its
+    // bytes then print as U+FFFD rather than failing the whole report.
+    fmt::print("{}\n", j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace));
   } else if (!a.quiet) {
     if (prompt.tokenizer) {  // each position's token and the argmax next token as strings
       fmt::print("{:>8} {:>8}  {:<24} {:>12}  {}\n", "position", "token", "string", "argmax next", "string");

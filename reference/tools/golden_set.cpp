@@ -207,7 +207,9 @@ void write_golden_set(const std::string& dir, const GoldenSpec& spec) {
        "the weights are reproduced bit-exactly by docs/examples/generator.py, written from docs/generator.md"});
   // Indented header, then one line per tensor: readable, diffable, and a third of the size.
   m["tensors"] = nlohmann::json::array();
-  std::string text = m.dump(1);
+  // A prompt's token may be part of a UTF-8 character (byte-level BPE): its bytes are written as
+  // U+FFFD (error_handler_t::replace); the ids beside them are exact.
+  std::string text = m.dump(1, ' ', false, nlohmann::json::error_handler_t::replace);
   const std::string empty = "\"tensors\": []";
   const std::size_t at = text.rfind(empty);
   std::string lines = "\"tensors\": [\n";
