@@ -148,6 +148,27 @@ TEST_CASE("pre-tokenizer: \\s means Unicode White_Space, as in the official libr
   CHECK(oniguruma_to_pcre2("[\\]\\s]").find("\\x{3000}") != std::string::npos);  // "\\]" does not end the class
 }
 
+TEST_CASE("pre-tokenizer: \\p{L} \\p{S} ... follow Unicode 16.0, as in the official library's Oniguruma") {
+  // PCRE2 10.42 knows Unicode 14.0, where these were unassigned; unicode16_additions.inc adds them.
+  const Regex symbol("\\p{S}+", "test");
+  REQUIRE(symbol.matches("a \U0001FAE8)").size() == 1);  // U+1FAE8 SHAKING FACE, Unicode 15.0
+  CHECK(symbol.matches("\U0001FAE8").front().second == 4);
+  const Regex letter("[\\p{L}\\p{M}]+", "test");  // inside a bracket class
+  CHECK(letter.matches("\U00011F04\U00011F05").size() == 1);  // Kawi letters, Unicode 15.0
+  CHECK(letter.matches("\U0002EBF0").size() == 1);  // CJK Extension I, Unicode 15.1
+  CHECK(letter.matches("\U000105C0").size() == 1);  // Todhri, Unicode 16.0
+  const Regex not_letter("[^\\p{L}]+", "test");
+  CHECK(not_letter.matches("\U00031350").empty());  // CJK Extension H is a letter
+  const Regex outside_not("\\P{L}+", "test");
+  CHECK(outside_not.matches("\U00031350").empty());
+  CHECK(outside_not.matches("!").size() == 1);
+  // Still unassigned in Unicode 16.0: no class.
+  CHECK(symbol.matches("\U0001FAFF").empty());
+  CHECK(oniguruma_to_pcre2("\\p{N}").find("\\x{") != std::string::npos);
+  CHECK(oniguruma_to_pcre2("\\p{Lu}") == "\\p{Lu}");  // two-letter classes are left as they are
+  CHECK_THROWS_AS((void)oniguruma_to_pcre2("[\\P{L}]"), std::runtime_error);
+}
+
 TEST_CASE("decode: the byte alphabet back to bytes, special tokens as their text, cut characters as U+FFFD") {
   const Tokenizer t = tiny(tiny_tokenizer({{"a", "b"}}));
   const Ids ids = t.encode("ab é<|end|>");

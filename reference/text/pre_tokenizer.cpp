@@ -26,6 +26,23 @@ pcre2_match_data* thread_match_data() {
 constexpr const char* kWhiteSpace =
     "\\x{9}-\\x{D}\\x{20}\\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}\\x{202F}"
     "\\x{205F}\\x{3000}";
+
+// The code points each general-category class gained between Unicode 14.0 (PCRE2 10.42's tables)
+// and Unicode 16.0 (Oniguruma's, the official library's): kUnicode16Added_L, _N, _P, _S, _M.
+// Generated from the Unicode 16.0 data files; see the header of the file and docs/tokenizer.md.
+#include "reference/text/unicode16_additions.inc"
+
+// The added members of \p{X} for the one-letter classes, or nullptr for a class left as PCRE2 has it.
+const char* unicode16_added(char x) {
+  switch (x) {
+    case 'L': return kUnicode16Added_L;
+    case 'N': return kUnicode16Added_N;
+    case 'P': return kUnicode16Added_P;
+    case 'S': return kUnicode16Added_S;
+    case 'M': return kUnicode16Added_M;
+    default: return nullptr;
+  }
+}
 }  // namespace
 
 std::string oniguruma_to_pcre2(const std::string& pattern) {
@@ -41,6 +58,15 @@ std::string oniguruma_to_pcre2(const std::string& pattern) {
         if (in_class && e == 's') out += kWhiteSpace;
         else if (in_class) out += "\\S";  // [\S...]: not used by DeepSeek; see docs/tokenizer.md
         else out += fmt::format("[{}{}]", e == 'S' ? "^" : "", kWhiteSpace);
+      } else if ((e == 'p' || e == 'P') && i + 4 < pattern.size() && pattern[i + 2] == '{' &&
+                 pattern[i + 4] == '}' && unicode16_added(pattern[i + 3]) != nullptr) {
+        // \p{X} as Unicode 16.0 has it: PCRE2's own \p{X} (Unicode 14.0) plus the code points
+        // added since; inside [...] as members, outside as a class of its own; \P{X} negated.
+        const std::string members = fmt::format("\\p{{{}}}{}", pattern[i + 3], unicode16_added(pattern[i + 3]));
+        if (in_class && e == 'p') out += members;
+        else if (in_class) throw std::runtime_error("[\\P{..}] inside a bracket class is not supported");
+        else out += fmt::format("[{}{}]", e == 'P' ? "^" : "", members);
+        i += 3;  // with the ++i below, past the '}'
       } else {
         out += c;
         out += e;
