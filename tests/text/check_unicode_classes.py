@@ -4,18 +4,20 @@
 Usage: check_unicode_classes.py DSR1 TOKENIZER_JSON [--first CP] [--last CP]
 
 The official library matches its regexes with Oniguruma, whose \\p{L}, \\p{N}, \\p{P}, \\p{S},
-\\p{M} and \\s follow its own Unicode tables; dsr1 matches them with PCRE2 (Debian's 10.42:
-Unicode 14.0). Where the two disagree on a code point's class, a text containing it may be cut
-into different pieces. This check puts every code point from U+0000 to U+10FFFF (surrogates
+\\p{M} and \\s follow Unicode 16.0; dsr1 matches them with PCRE2 (Debian's 10.42: Unicode 14.0),
+each \\p{X} widened by the code points Unicode 16.0 added to it (reference/text/
+unicode16_additions.inc, made by make_unicode16_classes.mjs). Where the two disagreed on a code
+point's class, a text containing it would be cut into different pieces. This check puts
+every code point from U+0000 to U+10FFFF (surrogates
 excepted) in contexts that reveal its class to DeepSeek's regexes,
     a{c}b  1{c}  " "{c}a  {c}\\n  " "{c}" "{c}{c}x
 and compares the pre-tokenizer's pieces. It prints the code points whose pieces differ, grouped
 into ranges (docs/tokenizer.md, "Unicode versions").
 
-It passes when every code point cut differently is one PCRE2's Unicode does not know yet: a code
-point unassigned (category Cn) in Python's unicodedata of the same Unicode version as PCRE2
-(Debian's /usr/bin/python3 3.11: Unicode 14.0.0), i.e. a character added to Unicode later. Any
-other difference is a defect of dsr1 and fails the check.
+It passes only when no code point is cut differently. For each difference it says whether the
+code point is unassigned in Python's unicodedata of PCRE2's Unicode version (Debian's
+/usr/bin/python3 3.11: 14.0.0), i.e. a character added later whose class the additions table
+misses, or one that Unicode 14.0 knows.
 """
 import json
 import os
@@ -89,7 +91,7 @@ def main():
           f"(characters added since), {len(known)} are characters Unicode {unicodedata.unidata_version} knows")
     for lo, hi in ranges(known):
         print(f"  DEFECT U+{lo:04X}" + (f"..U+{hi:04X}" if hi > lo else "") + f" {unicodedata.name(chr(lo), '?')}")
-    return 1 if known else 0
+    return 1 if differ else 0
 
 
 if __name__ == "__main__":

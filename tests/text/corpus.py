@@ -218,6 +218,16 @@ def families():
         "documents": documents(rng, everything, 6, 20000),
         "mixtures": documents(rng, everything, 40, 300),
         "random unicode": random_unicode(rng, 60),
+        # Characters added in Unicode 15.0-16.0, which PCRE2 10.42 (Unicode 14.0) does not know:
+        # the pre-tokenizer's additions table (reference/text/unicode16_additions.inc) classes
+        # them as the official library does. A new emoji (U+1FAE8, 15.0), Kawi letters (15.0),
+        # CJK Extension H (15.0) and I (15.1) ideographs, Todhri and Garay letters (16.0), a
+        # Kannada combining mark (U+0CF3, 15.0), digits of Garay (16.0).
+        "unicode 15-16": ["a \U0001FAE8)", "I feel \U0001FAE8 today!",
+                          "\U00011F04\U00011F05\U00011F06 \U00011F07", "x\U00031350\U00031351y",
+                          "\U0002EBF0\U0002EBF1, \U0002EBF2.", "\U000105C0\U000105C1 \U000105C2!",
+                          "\U00010D50\U00010D51 12\U00010D40\U00010D41", "\u0C95\u0CF3 \u0C95",
+                          "emoji \U0001FAE8\U0001FAE9\U0001FAEA then text"],
     }
 
 
