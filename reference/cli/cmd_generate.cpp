@@ -12,6 +12,7 @@
 
 #include "reference/cli/command.hpp"
 #include "reference/cli/model_source.hpp"
+#include "reference/cli/progress.hpp"
 #include "reference/cli/text_input.hpp"
 #include "reference/deepseek/model.hpp"
 #include "reference/deepseek/sampling.hpp"
@@ -34,6 +35,7 @@ struct GenerateArgs {
   bool fast = false;
   int threads = 0;
   bool json = false;
+  bool progress = false;  // the progress line on stderr even when it would not be shown
   std::vector<std::string> trace;
   int precision = 4;
 };
@@ -82,7 +84,9 @@ struct FastLogits : NextTokenLogits {
   //    (fast::pack_weights), since packing a layer again for every new token would cost more
   //    than the token itself.
   // Both give the same bits (tests/test_fast_source.cpp).
-  FastLogits(const ModelSource::Opened& m, fast::WeightType type, int threads, std::int64_t reserve) {
+  FastLogits(const ModelSource::Opened& m, fast::WeightType type, int threads, std::int64_t reserve,
+             ProgressLine& progress)
+      : progress_(progress) {
     opt_.threads = threads;
     fast::PackOptions po;
     po.threads = threads;
@@ -92,25 +96,32 @@ struct FastLogits : NextTokenLogits {
         fast::packed_model_bytes(m.config, type) > quarter_of_memory) {
       on_demand_ = std::make_unique<fast::SourceModel>(*m.source, m.config, type, po);
       cache_ = on_demand_->make_cache(reserve);
+      weights_ = on_demand_.get();
+      progress.count_also(&on_demand_->counters());
     } else {
       packed_ = std::make_unique<fast::ModelWeightsF>(fast::pack_weights(*m.source, m.config, type, po));
-      config_ = &m.config;
+      resident_ = std::make_unique<fast::ResidentWeights>(*packed_);
+      weights_ = resident_.get();
       cache_ = fast::make_cache(m.config, reserve);
     }
+    config_ = &m.config;
+    weights_->on_layer_done = [this](std::int64_t l, std::int64_t L) { progress_.layer_done(l, L); };
   }
+  ~FastLogits() override { progress_.count_also(nullptr); }
   arma::vec prefill(const std::vector<std::int64_t>& prompt) override {
-    const arma::fmat logits = on_demand_ ? on_demand_->prefill(prompt, cache_, opt_)
-                                         : fast::forward(*packed_, *config_, prompt, 0, &cache_, opt_, nullptr);  // [V, P]
+    const arma::fmat logits = fast::forward(*weights_, *config_, prompt, 0, &cache_, opt_, nullptr);  // [V, P]
     return arma::conv_to<arma::vec>::from(logits.col(logits.n_cols - 1));
   }
   arma::vec step(std::int64_t token) override {
-    const arma::fvec logits = on_demand_ ? on_demand_->decode(token, cache_, opt_)
-                                         : fast::decode(*packed_, *config_, token, cache_, opt_, nullptr);
+    const arma::fvec logits = fast::decode(*weights_, *config_, token, cache_, opt_, nullptr);
     return arma::conv_to<arma::vec>::from(logits);
   }
   std::unique_ptr<fast::SourceModel> on_demand_;
   std::unique_ptr<fast::ModelWeightsF> packed_;
+  std::unique_ptr<fast::ResidentWeights> resident_;
+  fast::WeightsAccess* weights_ = nullptr;  // one of the two above
   const Config* config_ = nullptr;
+  ProgressLine& progress_;
   fast::Options opt_;
   fast::ModelCache cache_;
 };
@@ -186,13 +197,22 @@ int generate(const GenerateArgs& a) {
     po.position_labels = prompt.position_labels();
     printer = std::make_unique<PrintTracer>(a.trace, po, stderr);  // stdout carries the text
   }
+  // The progress line (stderr) of long runs: by default only when stderr is a terminal and the
+  // text goes elsewhere (not --json), since the line is rewritten in place and would run over
+  // the text; always with --progress.
+  const bool show_progress =
+      a.progress || (!a.json && ProgressLine::stderr_is_terminal() && ::isatty(STDOUT_FILENO) != 1);
+  // Passes: the prefill, then one per generated token but the last.
+  ProgressLine progress(show_progress, std::max<std::int64_t>(1, a.n_new), m.config.num_hidden_layers,
+                        *m.source, *m.weights);
   ref::ForwardOptions opt = a.run.forward_options();
   opt.on_layer_begin = [](std::int64_t l, std::int64_t) {
     if (l == 0) release_freed_memory();  // a new pass: hand back what the last one left free
   };
+  opt.on_layer_done = [&progress](std::int64_t l, std::int64_t L) { progress.layer_done(l, L); };
   const auto t_start = std::chrono::steady_clock::now();
   std::unique_ptr<NextTokenLogits> model;
-  if (a.fast) model = std::make_unique<FastLogits>(m, weight_type, threads, P + a.n_new);
+  if (a.fast) model = std::make_unique<FastLogits>(m, weight_type, threads, P + a.n_new, progress);
   else model = std::make_unique<ReferenceLogits>(*m.weights, m.config, opt, printer.get());
   const double setup_seconds = seconds_since(t_start);
 
@@ -242,6 +262,7 @@ int generate(const GenerateArgs& a) {
     }
   }
   const double total = seconds_since(t_prefill);
+  progress.finish();
   if (printer) {
     printer->finish();
     printer->check_filter_matched();
@@ -325,6 +346,9 @@ const Register reg{Command{
       sub.add_option("--trace", a->trace, "print traced tensors matching this glob (repeatable) on stderr");
       sub.add_option("--precision", a->precision, "digits after the decimal point")
           ->check(CLI::Range(0, 17));
+      sub.add_flag("--progress", a->progress,
+                   "show the progress line on stderr (pass, layer, experts, bytes, ETA) even when it is not a "
+                   "terminal or the text goes to the same terminal");
       return [a] { return generate(*a); };
     }}};
 

@@ -81,9 +81,11 @@ arma::mat run_fast(const RunArgs& a, const ModelSource::Opened& m,
   po.threads = opt.threads;
   fast::SourceModel model(*m.source, m.config, fast_weight_type(a, m.config), po);
   model.on_layer_done = [&](std::int64_t l, std::int64_t L) { progress.layer_done(l, L); };
+  progress.count_also(&model.counters());
   const arma::fmat logits = a.decode_from >= 0
                                 ? model.forward_incremental(tokens, a.decode_from, opt, tr)
                                 : model.forward(tokens, opt, tr);
+  progress.count_also(nullptr);  // the model goes now
   return arma::conv_to<arma::mat>::from(logits);
 }
 

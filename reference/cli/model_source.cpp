@@ -74,7 +74,7 @@ LoadedModel ModelSource::load(bool with_mtp) const {
   return m;
 }
 
-ModelSource::Opened ModelSource::open(bool with_mtp, std::int64_t T, const FastCopy& fast) const {
+ModelSource::Opened ModelSource::open(bool with_mtp, std::int64_t T) const {
   Opened m;
   m.config = config();
   const double need = working_set_bytes(m.config, T);
@@ -85,13 +85,6 @@ ModelSource::Opened ModelSource::open(bool with_mtp, std::int64_t T, const FastC
         "double, the KV cache, the activations) but this machine has {:.1f} GB. Use `dsr1 "
         "dry-run` to walk it without weights.",
         m.config.name, T, need / 1e9, have / 1e9));
-  // The fast path packs every weight at once: refused before the first one is packed.
-  const double packed = fast.bytes;
-  if (have > 0 && packed > 0 && need + packed > 0.75 * have)
-    throw std::runtime_error(fmt::format(
-        "model '{}' with {} tokens needs about {:.1f} GB: a working set of {:.1f} GB and {} of "
-        "{:.1f} GB, but this machine has {:.1f} GB. Use `dsr1 dry-run` to walk it without weights.",
-        m.config.name, T, (need + packed) / 1e9, need / 1e9, fast.what, packed / 1e9, have / 1e9));
   if (!model_dir.empty()) {
     CheckpointOptions opt;
     opt.weight_block_size = m.config.weight_block_size;

@@ -20,14 +20,6 @@
 
 namespace dsr1::cli {
 
-// The fast path's packed copy of every weight (reference/fast/pack.hpp), which `dsr1 run
-// --fast` holds besides the working set: its bytes (fast::packed_model_bytes) and how a refusal
-// for lack of memory names it.
-struct FastCopy {
-  double bytes = 0;
-  std::string what;  // e.g. "the fast path's fp8 copy"
-};
-
 struct ModelSource {
   std::string model_dir;
   std::string preset_name;
@@ -41,14 +33,14 @@ struct ModelSource {
   // whose double-precision weights do not fit in this machine's memory.
   LoadedModel load(bool with_mtp) const;
   // Config and a weight store that fetches each layer when it runs (any size of model). Refuses
-  // a model whose working set for T tokens (working_set_bytes), plus the `fast` copy when the
-  // fast path runs, does not fit in memory.
+  // a model whose working set for T tokens (working_set_bytes) does not fit in memory (the fast
+  // path fetches its weights as the reference does: fast::SourceModel).
   struct Opened {
     Config config;
     std::unique_ptr<TensorSource> source;  // the checkpoint or the generator
     std::unique_ptr<SourceStore> weights;
   };
-  Opened open(bool with_mtp, std::int64_t T, const FastCopy& fast = {}) const;
+  Opened open(bool with_mtp, std::int64_t T) const;
   std::string describe() const;
 };
 

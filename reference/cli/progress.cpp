@@ -39,10 +39,16 @@ void ProgressLine::draw(std::int64_t l, std::int64_t L) {
   const double eta = layers_done_ > 0 ? elapsed / static_cast<double>(layers_done_) * static_cast<double>(left) : 0;
   const SourceCounters& s = source_.counters();
   const StoreCounters& w = weights_.counters();
-  fmt::print(stderr, "\r[dsr1] pass {}/{}  layer {}/{}  experts {}  generated {:.3g} values  read {:.2f} GB  {}  ETA {}   ",
-             std::min(pass_ + (l + 1 == L ? 0 : 1), passes_), passes_, l + 1, L,
-             w.experts_fetched.load(), static_cast<double>(s.values_generated.load()),
-             static_cast<double>(s.bytes_read.load()) / 1e9, format_duration(elapsed),
+  std::uint64_t experts = w.experts_fetched.load(), bytes = s.bytes_read.load();
+  if (fast_) {
+    experts += fast_->experts_fetched.load();
+    bytes += fast_->mapped_bytes_used.load();
+  }
+  const std::string read = bytes < 1000000000 ? fmt::format("{:.1f} MB", static_cast<double>(bytes) / 1e6)
+                                               : fmt::format("{:.2f} GB", static_cast<double>(bytes) / 1e9);
+  fmt::print(stderr, "\r[dsr1] pass {}/{}  layer {}/{}  experts {}  generated {:.3g} values  read {}  {}  ETA {}   ",
+             std::min(pass_ + (l + 1 == L ? 0 : 1), passes_), passes_, l + 1, L, experts,
+             static_cast<double>(s.values_generated.load()), read, format_duration(elapsed),
              format_duration(eta));
   std::fflush(stderr);
   drawn_ = true;

@@ -20,6 +20,18 @@ namespace {
 
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
+// f(h, one) for every head h, the heads spread over the threads, each head's product on one
+// thread (`one`: opt with threads = 1). The per-head products (W_UK_h^T q_nope, W_UV_h z) are
+// small: dispatching each to the pool on its own cost a wake-up per head, 2 n_h per layer and
+// token (256 for V3's 128 heads), which decode felt. gemm's bits do not depend on the thread
+// count, so neither do these.
+template <class F>
+void for_each_head(std::int64_t n_h, const Options& opt, F&& f) {
+  Options one = opt;
+  one.threads = 1;
+  parallel_for(opt.threads, n_h, [&](std::int64_t h) { f(h, one); });
+}
+
 // Sets S(r, j) = -inf where key j (at position key_pos0 + j) is later than query r's position.
 // S: [ld, n_keys] column-major; q_pos[r] for r < R.
 void mask_future(float* S, std::int64_t ld, std::int64_t R, std::int64_t n_keys,
@@ -178,8 +190,9 @@ arma::fmat mla_forward(const arma::fmat& x, const MlaWeightsF& W, const Config& 
   // 4. Queries in cache-row layout, scaled: Q column (h*T + t) = s_eff [q_tilde_{t,h} ; q_rope_{t,h}].
   const float s_eff = static_cast<float>(ref::softmax_scale(c));
   std::vector<float> Q(static_cast<std::size_t>(D * n_h * T));  // Q: [D, n_h*T]
-  for (std::int64_t h = 0; h < n_h; ++h)
-    gemm(W.W_UK_T[h], q_nope + h * d_nope, ldq, T, Q.data() + h * T * D, D, false, opt);
+  for_each_head(n_h, opt, [&](std::int64_t h, const Options& one) {
+    gemm(W.W_UK_T[h], q_nope + h * d_nope, ldq, T, Q.data() + h * T * D, D, false, one);
+  });
   for (std::int64_t h = 0; h < n_h; ++h)
     for (std::int64_t t = 0; t < T; ++t) {
       float* q = Q.data() + (h * T + t) * D;
@@ -269,8 +282,9 @@ arma::fmat mla_forward(const arma::fmat& x, const MlaWeightsF& W, const Config& 
 
   // 6. o_h = W_UV_h z_h into rows h*d_v .. of o: [n_h*d_v, T];  7. u = W_O o: [d, T].
   arma::fmat o(static_cast<arma::uword>(n_h * d_v), x.n_cols);
-  for (std::int64_t h = 0; h < n_h; ++h)
-    gemm(W.W_UV[h], Zall.data() + h * T * r_kv, r_kv, T, o.memptr() + h * d_v, n_h * d_v, false, opt);
+  for_each_head(n_h, opt, [&](std::int64_t h, const Options& one) {
+    gemm(W.W_UV[h], Zall.data() + h * T * r_kv, r_kv, T, o.memptr() + h * d_v, n_h * d_v, false, one);
+  });
   arma::fmat u = gemm(W.W_O, o, opt);
 
   if (tr) {

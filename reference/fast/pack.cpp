@@ -603,7 +603,25 @@ struct SourceModel::Impl {
   EmbeddingF E;                     // mapped: the rows in place
   PackedMatrix head;                // mapped: a view
   std::vector<float> w_final_norm;
+  mutable SourceModelCounters counters;
 };
+
+namespace {
+// Bytes of a layer's matrices, without its routed experts (progress counters).
+std::uint64_t matrix_bytes(const FfnWeightsF& f) {
+  return static_cast<std::uint64_t>(f.W_gate_up.bytes() + f.W_down.bytes());
+}
+std::uint64_t matrix_bytes(const BlockWeightsF& b) {
+  std::int64_t n = b.attn.W_x.bytes() + b.attn.W_q.bytes() + b.attn.W_O.bytes();
+  for (const PackedMatrix& P : b.attn.W_UK_T) n += P.bytes();
+  for (const PackedMatrix& P : b.attn.W_UV) n += P.bytes();
+  std::uint64_t total = static_cast<std::uint64_t>(n);
+  if (!b.is_moe) return total + matrix_bytes(b.dense);
+  total += static_cast<std::uint64_t>(b.moe.W_g.bytes());
+  if (b.moe.shared) total += matrix_bytes(*b.moe.shared);
+  return total;
+}
+}  // namespace
 
 SourceModel::SourceModel(const TensorSource& src, const Config& c, WeightType type,
                          const PackOptions& options)
@@ -639,6 +657,7 @@ SourceModel::~SourceModel() = default;
 const Config& SourceModel::config() const { return impl_->c; }
 WeightType SourceModel::type() const { return impl_->type; }
 bool SourceModel::mapped() const { return impl_->mapped; }
+const SourceModelCounters& SourceModel::counters() const { return impl_->counters; }
 const std::vector<float>& SourceModel::final_norm() const { return impl_->w_final_norm; }
 
 void SourceModel::embed(std::int64_t v, float* out) const {
@@ -657,17 +676,23 @@ BlockWeightsF SourceModel::layer(std::int64_t l) const {
   const Impl& m = *impl_;
   const Config& c = m.c;
   const u64 d = c.hidden_size, I_e = c.moe_intermediate_size;
+  ++m.counters.layers_fetched;
   if (m.mapped) {
     BlockWeightsF b = view_block(m.pk, *m.vb, c, l);
+    m.counters.mapped_bytes_used += matrix_bytes(b);
     if (b.is_moe)
       b.moe.fetch_expert = [&m, l, d, I_e](std::int64_t j) {
-        return view_ffn(*m.vb, fmt::format("model.layers.{}.mlp.experts.{}.", l, j), d, I_e);
+        FfnWeightsF f = view_ffn(*m.vb, fmt::format("model.layers.{}.mlp.experts.{}.", l, j), d, I_e);
+        ++m.counters.experts_fetched;
+        m.counters.mapped_bytes_used += matrix_bytes(f);
+        return f;
       };
     return b;
   }
   BlockWeightsF b = pack_block(m.pk, c, l, /*all_experts=*/false);
   if (b.is_moe)
     b.moe.fetch_expert = [&m, l, d, I_e](std::int64_t j) {
+      ++m.counters.experts_fetched;
       return pack_ffn(m.pk, fmt::format("model.layers.{}.mlp.experts.{}.", l, j), d, I_e);
     };
   return b;
@@ -681,7 +706,10 @@ void SourceModel::with_layer(std::int64_t l,
 
 arma::fmat SourceModel::head(const arma::fmat& x, const Options& opt) const {
   const Impl& m = *impl_;
-  if (m.mapped) return gemm(m.head, x, opt);
+  if (m.mapped) {
+    m.counters.mapped_bytes_used += static_cast<std::uint64_t>(m.head.bytes());
+    return gemm(m.head, x, opt);
+  }
   // A block of rows at a time: packed, applied, released. Rows are independent sums, so the
   // bits are those of the whole head's product.
   const u64 V = m.c.vocab_size, d = m.c.hidden_size, B = m.pk.block();

@@ -24,6 +24,7 @@
 #pragma once
 
 #include <armadillo>
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <vector>
@@ -40,6 +41,16 @@ namespace dsr1::fast {
 // (stored_weight_type).
 bool can_map(const TensorSource& src, const Config& c, WeightType type);
 
+// What a SourceModel has fetched so far, for progress lines (read while a run goes on). A
+// packed-on-demand model also counts in its TensorSource's counters (bytes read from files,
+// values generated); a mapped one reads no file through the source, so its matrices' bytes
+// are counted here when a product is handed them.
+struct SourceModelCounters {
+  std::atomic<std::uint64_t> layers_fetched{0};      // with_layer calls
+  std::atomic<std::uint64_t> experts_fetched{0};     // routed experts fetched (chosen by a token)
+  std::atomic<std::uint64_t> mapped_bytes_used{0};   // mapped: bytes of the views handed out
+};
+
 class SourceModel : public WeightsAccess {
  public:
   // Checks the source against the config (check_source: every tensor present, shapes) up front;
@@ -53,6 +64,7 @@ class SourceModel : public WeightsAccess {
   const Config& config() const;
   WeightType type() const;
   bool mapped() const;  // weights used where they lie in the mapped checkpoint
+  const SourceModelCounters& counters() const;
 
   // A latent cache for this model, room for reserve_tokens (0: grows as needed).
   ModelCache make_cache(std::int64_t reserve_tokens = 0) const;

@@ -11,6 +11,7 @@
 #include "reference/deepseek/model.hpp"
 #include "reference/fast/model.hpp"
 #include "reference/fast/pack.hpp"
+#include "reference/fast/source_model.hpp"
 #include "reference/io/memory_reuse.hpp"
 
 namespace dsr1::python {
@@ -57,10 +58,9 @@ fast::WeightType fast_weight_type(const cli::ModelSource& s, const Config& c) {
 }
 
 // Opens the model, turning ModelSource's refusal for lack of memory into DoesNotFit.
-cli::ModelSource::Opened open_model(const cli::ModelSource& s, bool mtp, std::int64_t T,
-                                    const cli::FastCopy& fast) {
+cli::ModelSource::Opened open_model(const cli::ModelSource& s, bool mtp, std::int64_t T) {
   try {
-    return s.open(mtp, T, fast);
+    return s.open(mtp, T);
   } catch (const std::runtime_error& e) {
     if (std::string(e.what()).find("but this machine has") != std::string::npos) throw DoesNotFit(e.what());
     throw;
@@ -69,7 +69,6 @@ cli::ModelSource::Opened open_model(const cli::ModelSource& s, bool mtp, std::in
 
 // Forward passes over every layer (for the progress line's ETA), as `dsr1 run` counts them.
 std::int64_t count_passes(const RunRequest& r, std::int64_t T) {
-  if (r.fast) return 0;
   std::int64_t passes = r.decode_from < 0 ? 1 : (r.decode_from > 0 ? 1 : 0) + (T - r.decode_from);
   if (r.mtp && r.decode_from >= 0) ++passes;
   return passes;
@@ -99,12 +98,7 @@ RunResult run_model(const cli::ModelSource& source, const RunRequest& req) {
   if (req.fast && attn != "absorbed")
     throw std::invalid_argument(fmt::format("attn: the fast path computes the absorbed form only, '{}' was given", attn));
 
-  cli::FastCopy fast_copy;
-  if (req.fast) {
-    const fast::WeightType wt = fast_weight_type(source, cfg);
-    fast_copy = {fast::packed_model_bytes(cfg, wt), fmt::format("the fast path's {} copy", fast::to_string(wt))};
-  }
-  const cli::ModelSource::Opened m = open_model(source, req.mtp, T, fast_copy);
+  const cli::ModelSource::Opened m = open_model(source, req.mtp, T);
   const Config& c = m.config;
 
   std::unique_ptr<KeepingTracer> rec;
@@ -129,15 +123,23 @@ RunResult run_model(const cli::ModelSource& source, const RunRequest& req) {
   out.fast = req.fast;
   try {
     if (req.fast) {
-      // As `dsr1 run --fast`: every weight packed from the source (fast::pack_weights), then one
-      // pass (fast::forward) or prefill + decode (fast::forward_incremental).
+      // As `dsr1 run --fast`: weights from the source as they are used (fast::SourceModel: a
+      // checkpoint's matrices where they lie in the mapped files, or each layer packed when it
+      // runs), then one pass (forward) or prefill + decode (forward_incremental). Generated
+      // weights come through the checked source, so Ctrl-C is seen between blocks of rows as
+      // well as between layers; a checkpoint is handed over as it is (the packer reads its
+      // stored bytes through the Checkpoint itself).
       fast::Options fo;
       fo.threads = req.threads > 0 ? req.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
       fast::PackOptions po;
       po.threads = fo.threads;
-      const fast::ModelWeightsF F = fast::pack_weights(*m.source, c, fast_weight_type(source, c), po);
-      out.logits_f = req.decode_from >= 0 ? fast::forward_incremental(F, c, req.tokens, req.decode_from, fo, tr)
-                                          : fast::forward(F, c, req.tokens, 0, nullptr, fo, tr);
+      const TensorSource& from = source.model_dir.empty() ? static_cast<const TensorSource&>(checked) : *m.source;
+      fast::SourceModel F(from, c, fast_weight_type(source, c), po);
+      F.on_layer_done = opt.on_layer_done;
+      progress.count_also(&F.counters());
+      out.logits_f = req.decode_from >= 0 ? F.forward_incremental(req.tokens, req.decode_from, fo, tr)
+                                          : F.forward(req.tokens, fo, tr);
+      progress.count_also(nullptr);
     } else {
       arma::mat h_final;
       const WeightStore& W = store;

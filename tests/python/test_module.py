@@ -78,6 +78,20 @@ def test_fast_path_equals_cli(dsr1_bin, tmp_path):
     assert dsr1.compare(ref, r, names=["logits", "layers.2.attn.u"]).ok
 
 
+def test_fast_path_on_a_mapped_checkpoint_equals_cli(dsr1_bin, tmp_path):
+    # An FP8 checkpoint: fast=True uses its matrices where they lie (fast::SourceModel, mapped),
+    # as `dsr1 run --fast --model DIR` does; prefill + decode through the latent cache.
+    model = str(tmp_path / "fp8")
+    run_cli(dsr1_bin, "init-model", "--preset", "tiny-v3", "--dtype", "fp8", "--out", model)
+    dump = str(tmp_path / "fast.safetensors")
+    run_cli(dsr1_bin, "run", "--model", model, "--tokens", "3,17,5,99,42", "--fast", "--decode-from", "2",
+            "--threads", "2", "--dump", dump, "--quiet")
+    want = read_dump(dump)
+    r = dsr1.Model(model=model).run([3, 17, 5, 99, 42], fast=True, decode_from=2, threads=1)
+    assert r.logits.dtype == np.float32
+    assert np.array_equal(r.logits, want["logits"])  # 1 vs 2 threads: the same bits
+
+
 def test_logits_are_not_copied():
     r = dsr1.Model(preset="tiny-v3").run([1, 2])
     assert not r.logits.flags.owndata        # a view of the buffer the C++ side computed

@@ -138,7 +138,8 @@ class Model:
         progress     the progress line on stderr (default: when stderr is a terminal)
 
         The GIL is released while the model runs; Ctrl-C raises KeyboardInterrupt after the
-        current layer or weight read (the fast path has no such checks and finishes its call).
+        current layer or weight read (the fast path: after the current layer, or block of
+        generated weights).
         """
         toks = _token_list(tokens)
         if trace is None:
