@@ -6,8 +6,7 @@
 //  * gemm on a view (rows where they lie, packed into panels as it goes, including the SSE2
 //    transposes of FP8 and BF16 panels) gives exactly the bits of gemm on the packed matrix of
 //    the same rows, for edge shapes (partial panels, partial 16-column slices, partial scale
-//    blocks), stacked and permuted rows, 1 and 3 threads, decode (one column: rows staged a
-//    chunk at a time, also past one chunk) and prefill;
+//    blocks), stacked and permuted rows, 1 and 3 threads, decode (one column) and prefill;
 //  * a model opened from an FP8, BF16 or F32 checkpoint is mapped, and its logits (forward,
 //    prefill + decode through the cache) are bit-identical to pack_weights + forward on the
 //    same checkpoint, for every tiny preset; and within the float32 tolerance of the reference
@@ -115,8 +114,7 @@ std::pair<fast::PackedMatrix, fast::PackedMatrix> view_and_packed(const RowMatri
 TEST_CASE("gemm on rows where they lie gives the bits of gemm on the packed rows") {
   const fast::WeightType types[] = {fast::WeightType::F32, fast::WeightType::BF16, fast::WeightType::FP8};
   // Shapes: partial panels and blocks; K a multiple of 16 (SSE2 FP8 path) and not (scalar path);
-  // K = 8322 is past the columns decode stages per row at once (2048 F32, 4096 BF16, 8192 FP8
-  // values: 256 KB per 32 rows), so one row step is staged in several chunks, the last partial.
+  // a long K (8322: 65 FP8 blocks, the last partial), as the model's widest inputs.
   const std::pair<std::int64_t, std::int64_t> shapes[] = {{70, 200}, {33, 256}, {5, 37}, {300, 130}, {64, 8}, {35, 8322}};
   for (const auto& shape : shapes) {
     const std::int64_t M = shape.first, K = shape.second;

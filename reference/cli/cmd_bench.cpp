@@ -22,6 +22,7 @@
 #include "reference/cli/command.hpp"
 #include "reference/cli/private_memory.hpp"
 #include "reference/fast/source_model.hpp"
+#include "reference/fast/stage_times.hpp"
 #include "reference/io/checkpoint.hpp"
 #include "reference/fast/bench.hpp"
 #include "reference/fast/model.hpp"
@@ -140,6 +141,53 @@ double best_seconds(int reps, int warmup, const std::function<void()>& f) {
     best = std::min(best, std::chrono::duration<double>(Clock::now() - t0).count());
   }
   return best;
+}
+
+// The stage times (stage_times.hpp) of the fastest of `reps` runs of f(options with times), and
+// that run's wall time.
+std::pair<fast::StageTimes, double> timed_by_stage(int reps, const std::function<void(const fast::Options&)>& f,
+                                                   const fast::Options& opt) {
+  std::pair<fast::StageTimes, double> best{{}, 1e300};
+  for (int i = 0; i < reps; ++i) {
+    fast::StageTimes times;
+    fast::Options timed = opt;
+    timed.times = &times;
+    const auto t0 = Clock::now();
+    f(timed);
+    const double s = std::chrono::duration<double>(Clock::now() - t0).count();
+    if (s < best.second) best = {times, s};
+  }
+  return best;
+}
+
+// Per stage: seconds, share of the pass, and for the stages that compute (FLOPs known) their
+// rate and its fraction of the FMA peak; "other" is what no stage covers (embedding, residual
+// additions, dispatch between stages).
+nlohmann::json stage_report(const fast::StageTimes& times, const std::map<std::string, double>& flops,
+                            double pass, double fma_peak) {
+  nlohmann::json j;
+  double covered = 0;
+  for (const auto& [stage, s] : times.seconds) {
+    covered += s;
+    j[stage] = {{"seconds", s}, {"fraction_of_pass", s / pass}};
+    const auto f = flops.find(stage);
+    if (f != flops.end() && s > 0) {
+      j[stage]["gflops"] = f->second / s / 1e9;
+      j[stage]["fraction_of_fma_peak"] = f->second / s / fma_peak;
+    }
+  }
+  j["other"] = {{"seconds", pass - covered}, {"fraction_of_pass", (pass - covered) / pass}};
+  return j;
+}
+
+void print_stages(const nlohmann::json& stages, const std::function<void(const std::string&)>& say) {
+  for (const auto& [stage, v] : stages.items())
+    say(fmt::format("  {:<22} {:>9.2f} ms {:>6.1f}%{}", stage, v["seconds"].get<double>() * 1e3,
+                    100 * v["fraction_of_pass"].get<double>(),
+                    v.contains("fraction_of_fma_peak")
+                        ? fmt::format("  {:>7.1f} GFLOP/s = {:.0f}% of the FMA peak", v["gflops"].get<double>(),
+                                      100 * v["fraction_of_fma_peak"].get<double>())
+                        : ""));
 }
 
 std::string corename() { return openblas_get_corename ? openblas_get_corename() : "unknown (not OpenBLAS)"; }
@@ -303,7 +351,8 @@ int bench(const BenchArgs& a) {
       });
       const double tb = best_seconds(reps, 1, [&] { Yb = Wm * X; });
       const double f = 2.0 * s.M * s.K * s.N;
-      auto& st = stage[s.stage];
+      // The router's product is counted with the experts (the MoE layer's products).
+      auto& st = stage[std::string(s.stage) == "router" ? "experts" : s.stage];
       st[0] += f * s.count;
       st[1] += tf * s.count;
       st[2] += tb * s.count;
@@ -363,6 +412,15 @@ int bench(const BenchArgs& a) {
                       100 * gflops / blas_gflops, 100 * gflops * 1e9 / fma_peak));
     }
     out["prefill"] = jp;
+    // Where a prefill's time goes: the fastest of three more passes, timed by stage.
+    const auto tokens = tokens_of(T_main);
+    const auto [times, pass] = timed_by_stage(a.quick ? 1 : 3, [&](const fast::Options& timed) {
+      fast::ModelCache cache = fast::make_cache(c, T_main);
+      fast::forward(F, c, tokens, 0, &cache, timed, nullptr);
+    }, opt);
+    out["prefill_stages"] = stage_report(times, fast::forward_flops_by_stage(c, T_main, 0), pass, fma_peak);
+    say(fmt::format("\nwhere the time of a {}-token prefill goes (one pass of {:.3f} s, timed by stage):", T_main, pass));
+    print_stages(out["prefill_stages"], say);
   }
   out["peak_rss_bytes_after_prefill"] = fast::peak_rss_bytes();
 
@@ -389,6 +447,18 @@ int bench(const BenchArgs& a) {
         best = std::min(best, std::chrono::duration<double>(Clock::now() - s0).count());
       }
       seconds[ctx] = best;
+      // The same step timed by stage (fastest of three): the weights' products against the
+      // attention over the cache.
+      int extra = 0;
+      const auto [times, step] = timed_by_stage(3, [&](const fast::Options& timed) {
+        fast::decode(Wd, c, 7 + extra++, cache, timed, nullptr);
+      }, opt);
+      nlohmann::json stages = stage_report(times, fast::forward_flops_by_stage(c, 1, ctx), step, fma_peak);
+      // The step in two phases: the attention over the cache (bound by arithmetic), and all
+      // the rest, which reads the weights (bound by memory).
+      const double core = times.seconds.count("attention_core") ? times.seconds.at("attention_core") : 0.0;
+      stages["weights_phase"]["seconds"] = step - core;
+      stages["weights_phase"]["fraction_of_bandwidth"] = static_cast<double>(weight_bytes) / (step - core) / bw;
       const double cache_read = static_cast<double>(L) * (ctx + 1) * D * 4;
       const double bytes = static_cast<double>(weight_bytes) + cache_read;
       const double rate = bytes / best;
@@ -397,7 +467,7 @@ int bench(const BenchArgs& a) {
                     {"gbps", rate / 1e9}, {"fraction_of_bandwidth", rate / bw},
                     {"cache_bytes_allocated", cache.bytes_allocated()},
                     {"cache_bytes_formula", fast::cache_bytes(c, cache.length())},
-                    {"peak_rss_bytes", fast::peak_rss_bytes()}});
+                    {"peak_rss_bytes", fast::peak_rss_bytes()}, {"stages", stages}});
       if (&Wd == &F) {
         out[fmt::format("decode_fraction_of_bandwidth_{}", ctx)] = rate / bw;
         if (ctx == (a.quick ? 8192 : 32768)) out["decode_fraction_of_bandwidth"] = rate / bw;
@@ -412,6 +482,12 @@ int bench(const BenchArgs& a) {
       }
       say(fmt::format("  {:>8} {:>10.2f} {:>10.1f} {:>10.1f} {:>10.1f} {:>13.0f}%", ctx, best * 1e3,
                       1 / best, cache.bytes_allocated() / 1e6, rate / 1e9, 100 * rate / bw));
+      say(fmt::format("  {:>8} a step timed by stage ({:.2f} ms): the weights {:.2f} ms ({:.0f}% of the bandwidth), "
+                      "the attention over the cache {:.2f} ms ({:.0f}% of the FMA peak)", "", step * 1e3,
+                      (step - core) * 1e3, 100 * stages["weights_phase"]["fraction_of_bandwidth"].get<double>(),
+                      core * 1e3,
+                      stages.contains("attention_core")
+                          ? 100 * stages["attention_core"]["fraction_of_fma_peak"].get<double>() : 0.0));
     }
   };
   const std::vector<std::int64_t> contexts = a.quick ? std::vector<std::int64_t>{512, 8192}

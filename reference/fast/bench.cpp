@@ -72,23 +72,31 @@ std::vector<GemmShape> prefill_gemms(const Config& c, std::int64_t T) {
       g.push_back({"experts", 2 * c.n_shared_experts * I_e, d, T, moe});
       g.push_back({"experts", d, c.n_shared_experts * I_e, T, moe});
     }
-    g.push_back({"experts", N_r, d, T, moe});  // router
+    g.push_back({"router", N_r, d, T, moe});
   }
   g.push_back({"head", c.vocab_size, d, T, 1});
   return g;
 }
 
-double forward_flops(const Config& c, std::int64_t T, std::int64_t cached) {
-  double flops = 0;
-  for (const GemmShape& s : prefill_gemms(c, T))
-    flops += 2.0 * s.M * s.K * s.N * s.count;
+std::map<std::string, double> forward_flops_by_stage(const Config& c, std::int64_t T, std::int64_t cached) {
+  std::map<std::string, double> flops;
+  for (const GemmShape& s : prefill_gemms(c, T)) {
+    const std::string stage = std::string(s.stage) == "attention" ? "attention_projections" : s.stage;
+    flops[stage] += 2.0 * s.M * s.K * s.N * s.count;
+  }
   const double n_h = c.n_h(), r_kv = c.kv_lora_rank, d_rope = c.qk_rope_head_dim,
                L = c.num_hidden_layers;
   // Absorption per head and token: q_tilde (r_kv x d_nope) and o (d_v x r_kv).
-  flops += L * T * n_h * 2.0 * r_kv * (c.qk_nope_head_dim + c.v_head_dim);
+  flops["attention_projections"] += L * T * n_h * 2.0 * r_kv * (c.qk_nope_head_dim + c.v_head_dim);
   // Attention: query t sees cached + t + 1 keys; per key and head 2 (r_kv + d_rope) + 2 r_kv.
   const double keys = static_cast<double>(T) * cached + static_cast<double>(T) * (T + 1) / 2.0;
-  flops += L * n_h * keys * (2.0 * (r_kv + d_rope) + 2.0 * r_kv);
+  flops["attention_core"] += L * n_h * keys * (2.0 * (r_kv + d_rope) + 2.0 * r_kv);
+  return flops;
+}
+
+double forward_flops(const Config& c, std::int64_t T, std::int64_t cached) {
+  double flops = 0;
+  for (const auto& [stage, f] : forward_flops_by_stage(c, T, cached)) flops += f;
   return flops;
 }
 

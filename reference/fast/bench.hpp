@@ -5,6 +5,8 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
+#include <string>
 #include <vector>
 
 #include "reference/deepseek/config.hpp"
@@ -19,7 +21,7 @@ Config bench_config();
 
 // One matrix product of a forward pass: Y [M, N] = W [M, K] X [K, N], `count` times.
 struct GemmShape {
-  const char* stage;  // "attention", "dense_ffn", "experts", "head"
+  const char* stage;  // "attention", "dense_ffn", "experts", "router", "head"
   std::int64_t M, K, N, count;
 };
 // The products of a prefill of T tokens (experts with the average T*K/N_r tokens each).
@@ -29,6 +31,9 @@ std::vector<GemmShape> prefill_gemms(const Config& c, std::int64_t T);
 // every product above plus attention (absorbed: scores over r_kv + d_rope and z over r_kv per
 // visible key, per head) and the per-head absorptions (W_UK^T, W_UV).
 double forward_flops(const Config& c, std::int64_t T, std::int64_t cached);
+// The same FLOPs split by the stages of stage_times.hpp: attention_projections (the attention
+// products and absorptions), attention_core, dense_ffn, router, experts (routed and shared), head.
+std::map<std::string, double> forward_flops_by_stage(const Config& c, std::int64_t T, std::int64_t cached);
 
 // Read bandwidth in bytes/s: `threads` threads sum disjoint halves of a `bytes`-long buffer
 // (best of `reps` passes, after one warm-up pass).

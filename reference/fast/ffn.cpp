@@ -25,7 +25,7 @@ arma::fmat swiglu_ffn(const arma::fmat& x, const FfnWeightsF& W, const Options& 
                       std::string_view prefix) {
   const std::int64_t I = W.I, T = static_cast<std::int64_t>(x.n_cols);
   const arma::fmat gate_up = gemm(W.W_gate_up, x, opt);  // gate_up: [2I, T]
-  arma::fmat act(static_cast<arma::uword>(I), x.n_cols);  // act: [I, T]
+  arma::fmat act(static_cast<arma::uword>(I), x.n_cols, arma::fill::none);  // act: [I, T], all written below
   swiglu_act(gate_up.memptr(), I, T, act.memptr());
   arma::fmat out = gemm(W.W_down, act, opt);  // out: [d, T]
   if (!prefix.empty()) TRACE(tr, std::string(prefix) + ".out", out);

@@ -448,16 +448,15 @@ inline void transpose8x8_u16(const __m128i in[8], __m128i out[8]) {
   }
 }
 
-// One full 32-row panel of bfloat16 rows rows[0] .. rows[31] (each row's values from column 0),
-// columns k0 .. k0+kk-1 (kk a multiple of 8), into dst[k * MR + r]: 8 x 8 transposes of each
-// group of 8 rows.
-void pack_panel_bf16_sse2(const std::uint8_t* const* rows, std::int64_t k0, std::int64_t kk,
-                          std::uint16_t* dst) {
+// One full 32-row panel of bfloat16 rows r0 .. r0+31, columns k0 .. k0+kk-1 (kk a multiple of
+// 8), into dst[k * MR + r]: 8 x 8 transposes of each group of 8 rows.
+void pack_panel_bf16_sse2(const PackedMatrix& W, std::int64_t r0, std::int64_t k0,
+                          std::int64_t kk, std::uint16_t* dst) {
   __m128i in[8], out[8];
   for (std::int64_t k = 0; k < kk; k += 8)
     for (int g = 0; g < 4; ++g) {
       for (int r = 0; r < 8; ++r) {
-        const std::uint8_t* src = rows[g * 8 + r] + (k0 + k) * 2;
+        const std::uint8_t* src = W.row_data[r0 + g * 8 + r] + (k0 + k) * 2;
         if (k % 32 == 0) __builtin_prefetch(src + 1024);  // as for FP8 panels: 32 streams
         in[r] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src));
       }
@@ -467,11 +466,11 @@ void pack_panel_bf16_sse2(const std::uint8_t* const* rows, std::int64_t k0, std:
     }
 }
 
-// One 32-row panel of e4m3 rows rows[0] .. rows[m-1] (m <= 32; missing rows zero), columns
+// One 32-row panel of e4m3 rows r0 .. r0+m-1 (m <= 32; missing rows zero), columns
 // k0 .. k0+kk-1 (kk a multiple of 16), into dst[k * MR + fp8_slot(r)]: rows 0-15 and 16-31
 // transposed 16 x 16 at a time, then each column's two halves interleaved 4 bytes at a time,
 // which is the fp8_slot order. Returns false if a code is the e4m3 NaN.
-bool pack_panel_fp8_sse2(const std::uint8_t* const* rows, std::int64_t m, std::int64_t k0,
+bool pack_panel_fp8_sse2(const PackedMatrix& W, std::int64_t r0, std::int64_t m, std::int64_t k0,
                          std::int64_t kk, std::uint8_t* dst) {
   __m128i in[16], lo[16], hi[16];
   __m128i nan = _mm_setzero_si128();
@@ -481,7 +480,7 @@ bool pack_panel_fp8_sse2(const std::uint8_t* const* rows, std::int64_t m, std::i
       for (int r = 0; r < 16; ++r) {
         const std::int64_t i = half * 16 + r;
         if (i < m) {
-          const std::uint8_t* src = rows[i] + k0 + k;
+          const std::uint8_t* src = W.row_data[r0 + i] + k0 + k;
           // 32 rows are 32 streams, more than the hardware prefetcher follows: ask for the
           // line four blocks ahead (past the row's end it is a hint the CPU ignores).
           if (k % 64 == 0) __builtin_prefetch(src + 512);
@@ -502,25 +501,23 @@ bool pack_panel_fp8_sse2(const std::uint8_t* const* rows, std::int64_t m, std::i
 }
 #endif
 
-// Rows rows[0] .. rows[m-1] (each a pointer to the row's values from some column c0 on),
-// columns c0+k0 .. c0+k0+kk-1 of a view (gemm.hpp) packed into ceil(m/MR) panels of kk x MR
-// values, exactly the layout of a packed matrix's panels with K = kk (padding rows zero):
-// A(i, k) at (i / MR) * kk * MR + k * MR + i % MR, FP8 codes at fp8_slot(i % MR). FP8 (kk at
-// most one scale block, on a block boundary: block b of the matrix):
-// scale[(i / MR) * MR + i % MR] = scales[i][b]. Returns false if an FP8 code is the e4m3 NaN
-// (0x7F, 0xFF).
+// Rows r0 .. r0+m-1, columns k0 .. k0+kk-1 of a view (gemm.hpp) packed into ceil(m/MR) panels
+// of kk x MR values, exactly the layout of a packed matrix's panels with K = kk (padding rows
+// zero): A(i, k) at (i / MR) * kk * MR + k * MR + i % MR, FP8 codes at fp8_slot(i % MR). FP8
+// (kk at most one scale block, k0 on a block boundary): scale[(i / MR) * MR + i % MR] = row i's
+// scale of block k0 / B. Returns false if an FP8 code is the e4m3 NaN (0x7F, 0xFF).
 template <class T>
-void pack_view_values(const std::uint8_t* const* rows, std::int64_t m, std::int64_t k0,
+void pack_view_values(const PackedMatrix& W, std::int64_t r0, std::int64_t m, std::int64_t k0,
                       std::int64_t kk, T* dst) {
   const std::int64_t panels = (m + MR - 1) / MR;
 #if defined(__SSE2__)
   if constexpr (std::is_same_v<T, std::uint16_t>) {
     if (kk % 8 == 0) {  // whole panels transposed 8 x 8, the last partial one below
       const std::int64_t full = m / MR;
-      for (std::int64_t p = 0; p < full; ++p) pack_panel_bf16_sse2(rows + p * MR, k0, kk, dst + p * kk * MR);
+      for (std::int64_t p = 0; p < full; ++p) pack_panel_bf16_sse2(W, r0 + p * MR, k0, kk, dst + p * kk * MR);
       if (full == panels) return;
       dst += full * kk * MR;
-      rows += full * MR;
+      r0 += full * MR;
       m -= full * MR;
     }
   }
@@ -529,7 +526,7 @@ void pack_view_values(const std::uint8_t* const* rows, std::int64_t m, std::int6
   for (std::int64_t i = 0; i < m; ++i) {
     T row[256];  // the row's slice, read in pieces (any alignment in the source)
     T* out = dst + (i / MR) * kk * MR + i % MR;
-    const std::uint8_t* src = rows[i] + k0 * static_cast<std::int64_t>(sizeof(T));
+    const std::uint8_t* src = W.row_data[r0 + i] + k0 * static_cast<std::int64_t>(sizeof(T));
     for (std::int64_t k = 0; k < kk; k += 256) {
       const std::int64_t n = std::min<std::int64_t>(256, kk - k);
       std::memcpy(row, src + k * static_cast<std::int64_t>(sizeof(T)), n * sizeof(T));
@@ -538,16 +535,16 @@ void pack_view_values(const std::uint8_t* const* rows, std::int64_t m, std::int6
   }
 }
 
-bool pack_view_fp8(const std::uint8_t* const* rows, const float* const* scales, std::int64_t b,
-                   std::int64_t m, std::int64_t k0, std::int64_t kk, std::uint8_t* dst, float* scale) {
-  const std::int64_t panels = (m + MR - 1) / MR;
+bool pack_view_fp8(const PackedMatrix& W, std::int64_t r0, std::int64_t m, std::int64_t k0,
+                   std::int64_t kk, std::uint8_t* dst, float* scale) {
+  const std::int64_t panels = (m + MR - 1) / MR, b = k0 / W.block;
   std::fill(scale, scale + panels * MR, 0.0f);
-  for (std::int64_t i = 0; i < m; ++i) scale[(i / MR) * MR + i % MR] = scales[i][b];
+  for (std::int64_t i = 0; i < m; ++i) scale[(i / MR) * MR + i % MR] = W.row_scales[r0 + i][b];
 #if defined(__SSE2__)
   if (kk % 16 == 0) {
     bool ok = true;
     for (std::int64_t p = 0; p < panels; ++p)
-      ok &= pack_panel_fp8_sse2(rows + p * MR, std::min(MR, m - p * MR), k0, kk, dst + p * kk * MR);
+      ok &= pack_panel_fp8_sse2(W, r0 + p * MR, std::min(MR, m - p * MR), k0, kk, dst + p * kk * MR);
     return ok;
   }
 #endif
@@ -555,7 +552,7 @@ bool pack_view_fp8(const std::uint8_t* const* rows, const float* const* scales, 
   unsigned nan = 0;
   for (std::int64_t i = 0; i < m; ++i) {
     std::uint8_t* out = dst + (i / MR) * kk * MR + fp8_slot(i % MR);
-    const std::uint8_t* src = rows[i] + k0;
+    const std::uint8_t* src = W.row_data[r0 + i] + k0;
     for (std::int64_t k = 0; k < kk; ++k) {
       const std::uint8_t q = src[k];
       nan |= (q & 0x7Fu) == 0x7Fu;
@@ -660,51 +657,26 @@ void gemm(const PackedMatrix& W, const float* X, std::int64_t ldx, std::int64_t 
       thread_local std::vector<float> sbuf;
       const std::int64_t slice = W.type == WeightType::FP8 ? W.block : kc;
       const std::int64_t esize = W.type == WeightType::F32 ? 4 : W.type == WeightType::BF16 ? 2 : 1;
-      // Decode (at most NR columns) reads every weight once, so it waits on memory: packing a
-      // slice of 32 rows at a time reads 32 streams, a few hundred bytes each, 4 KB or more
-      // apart, which the hardware prefetcher does not follow. Each 32-row step is therefore
-      // first copied into a staging buffer of at most 256 KB (L2) a row at a time, `chunk`
-      // columns of each row (one long sequential read per row), and the slices are packed from
-      // there. Only copies: the same panels reach the same kernel, the same bits.
-      const bool stage = n <= NR;
-      thread_local std::vector<std::uint8_t> staged;
-      thread_local std::vector<const std::uint8_t*> staged_rows;
-      const std::int64_t chunk = std::max(slice, (std::int64_t{256} << 10) / (MR * esize) / slice * slice);
       for (std::int64_t i0 = 0; i0 < m; i0 += rows_step) {
         const std::int64_t mm = std::min(rows_step, m - i0), panels = (mm + MR - 1) / MR;
         float* y = Y + r0 + i0 + c0 * ldy;
-        const std::uint8_t* const* rows = W.row_data.data() + r0 + i0;
-        std::int64_t c_start = 0;  // the column rows[i][0] stands for
         for (std::int64_t k0 = 0; k0 < K; k0 += slice) {
           const std::int64_t kk = std::min(slice, K - k0);
-          if (stage && k0 % chunk == 0) {  // copy columns k0 .. k0+chunk-1 of the mm rows
-            const std::int64_t cols = std::min(chunk, K - k0);
-            staged.resize(static_cast<std::size_t>(mm * chunk * esize));
-            staged_rows.resize(static_cast<std::size_t>(mm));
-            for (std::int64_t i = 0; i < mm; ++i) {
-              std::uint8_t* dst = staged.data() + i * chunk * esize;
-              std::memcpy(dst, W.row_data[r0 + i0 + i] + k0 * esize, cols * esize);
-              staged_rows[i] = dst;
-            }
-            rows = staged_rows.data();
-            c_start = k0;
-          }
           abuf.resize(static_cast<std::size_t>(panels * kk * MR * esize));
           const bool acc = accumulate || k0 > 0;
           if (W.type == WeightType::FP8) {
             sbuf.resize(static_cast<std::size_t>(panels * MR));
-            if (!pack_view_fp8(rows, W.row_scales.data() + r0 + i0, k0 / W.block, mm, k0 - c_start,
-                               kk, abuf.data(), sbuf.data()))
+            if (!pack_view_fp8(W, r0 + i0, mm, k0, kk, abuf.data(), sbuf.data()))
               throw_nan_code(W, r0 + i0, mm, k0, kk);
             gemm_panels(mm, n, kk, abuf.data(), kk * MR, MR, sbuf.data(), MR, xc + k0 * bk,
                         b_panel, bk, bj, y, ldy, acc, b_scaled);
           } else if (W.type == WeightType::BF16) {
             auto* a = reinterpret_cast<std::uint16_t*>(abuf.data());
-            pack_view_values(rows, mm, k0 - c_start, kk, a);
+            pack_view_values(W, r0 + i0, mm, k0, kk, a);
             gemm_panels(mm, n, kk, a, kk * MR, MR, xc + k0 * bk, b_panel, bk, bj, y, ldy, acc);
           } else {
             auto* a = reinterpret_cast<float*>(abuf.data());
-            pack_view_values(rows, mm, k0 - c_start, kk, a);
+            pack_view_values(W, r0 + i0, mm, k0, kk, a);
             gemm_panels(mm, n, kk, a, kk * MR, MR, xc + k0 * bk, b_panel, bk, bj, y, ldy, acc);
           }
         }
@@ -740,7 +712,9 @@ arma::fmat gemm(const PackedMatrix& W, const arma::fmat& X, const Options& opt) 
   if (static_cast<std::int64_t>(X.n_rows) != W.cols)
     throw std::invalid_argument(fmt::format("fast::gemm: W is [{} x {}] but X is [{} x {}]",
                                             W.rows, W.cols, X.n_rows, X.n_cols));
-  arma::fmat Y(static_cast<arma::uword>(W.rows), X.n_cols);
+  // Every element is written by the product: no zero-filling first (Armadillo fills new matrices
+  // with zeros, a pass over Y as long as the head's logits: 32 MB for 1024 tokens of the bench).
+  arma::fmat Y(static_cast<arma::uword>(W.rows), X.n_cols, arma::fill::none);
   gemm(W, X.memptr(), W.cols, static_cast<std::int64_t>(X.n_cols), Y.memptr(), W.rows, false, opt);
   return Y;
 }

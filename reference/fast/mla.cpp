@@ -12,6 +12,7 @@
 #include "reference/fast/rmsnorm.hpp"
 #include "reference/fast/rope.hpp"
 #include "reference/fast/softmax.hpp"
+#include "reference/fast/stage_times.hpp"
 #include "reference/fast/thread_pool.hpp"
 #include "reference/deepseek/rope.hpp"
 
@@ -145,6 +146,8 @@ arma::fmat mla_forward(const arma::fmat& x, const MlaWeightsF& W, const Config& 
         "fast::mla_forward: the cache holds {} tokens but pos0 = {}", cache->length(), pos0));
   if (opt.attn_qb < 1 || opt.attn_heads < 1 || opt.attn_kb < 1 || opt.decode_kb < 1)
     throw std::invalid_argument("fast::mla_forward: attention block sizes must be >= 1");
+  // Timed (stage_times.hpp): everything here is attention_projections but step 5, attention_core.
+  StageTimer projections_timer(opt.times, "attention_projections");
   const RopeTable tab = rope_table(c, pos0, T);
 
   // 1. Every product that reads x, in one: [c_q | c_kv | k_rope_pre] or
@@ -156,7 +159,7 @@ arma::fmat mla_forward(const arma::fmat& x, const MlaWeightsF& W, const Config& 
   arma::fmat qproj;
   std::int64_t kv_row0;  // first row of c_kv in proj
   if (c.has_q_lora()) {
-    arma::fmat c_q_hat(static_cast<arma::uword>(r_q), x.n_cols);  // c_q_hat: [r_q, T]
+    arma::fmat c_q_hat(static_cast<arma::uword>(r_q), x.n_cols, arma::fill::none);  // c_q_hat: [r_q, T]
     rmsnorm(proj.memptr(), ldp, W.w_q, c.rms_norm_eps, T, c_q_hat.memptr(), r_q);
     qproj = gemm(W.W_q, c_q_hat, opt);  // [q_nope ; q_rope_pre]: [n_h*(d_nope+d_rope), T]
     q_nope = qproj.memptr();
@@ -182,7 +185,7 @@ arma::fmat mla_forward(const arma::fmat& x, const MlaWeightsF& W, const Config& 
   const std::int64_t n_keys_total = kv->length();  // keys attended over: cached + new
 
   // 3. q_rope = RoPE(q_rope_pre) for all heads.
-  arma::fmat q_rope(static_cast<arma::uword>(n_h * d_rope), x.n_cols);  // q_rope: [n_h*d_rope, T]
+  arma::fmat q_rope(static_cast<arma::uword>(n_h * d_rope), x.n_cols, arma::fill::none);  // q_rope: [n_h*d_rope, T]
   for (std::int64_t t = 0; t < T; ++t)
     std::copy_n(q_rope_pre + t * ldq, n_h * d_rope, q_rope.colptr(t));
   rope(q_rope.memptr(), n_h * d_rope, n_h, tab, T);
@@ -202,6 +205,7 @@ arma::fmat mla_forward(const arma::fmat& x, const MlaWeightsF& W, const Config& 
     }
 
   // 5. Attention: Zall column (h*T + t) = z_{t,h} = sum_j p(t,j,h) c_kv_hat_j.
+  StageTimer core_timer(opt.times, "attention_core");
   std::vector<float> Zall(static_cast<std::size_t>(r_kv * n_h * T));  // [r_kv, n_h*T]
   const std::int64_t R_all = n_h * T;
   if (R_all <= MR) {
@@ -280,8 +284,11 @@ arma::fmat mla_forward(const arma::fmat& x, const MlaWeightsF& W, const Config& 
     });
   }
 
+  const double core_seconds = core_timer.stop();
+  if (opt.times) opt.times->seconds["attention_projections"] -= core_seconds;
+
   // 6. o_h = W_UV_h z_h into rows h*d_v .. of o: [n_h*d_v, T];  7. u = W_O o: [d, T].
-  arma::fmat o(static_cast<arma::uword>(n_h * d_v), x.n_cols);
+  arma::fmat o(static_cast<arma::uword>(n_h * d_v), x.n_cols, arma::fill::none);  // every row written per head
   for_each_head(n_h, opt, [&](std::int64_t h, const Options& one) {
     gemm(W.W_UV[h], Zall.data() + h * T * r_kv, r_kv, T, o.memptr() + h * d_v, n_h * d_v, false, one);
   });

@@ -11,8 +11,18 @@
 #include "reference/fast/mla.hpp"
 #include "reference/fast/moe.hpp"
 #include "reference/fast/rmsnorm.hpp"
+#include "reference/fast/stage_times.hpp"
 
 namespace dsr1::fast {
+namespace {
+
+// rmsnorm, its time counted as the "norms" stage (stage_times.hpp).
+arma::fmat timed_rmsnorm(const arma::fmat& h, const std::vector<float>& w, double eps, const Options& opt) {
+  StageTimer timer(opt.times, "norms");
+  return rmsnorm(h, w, eps);
+}
+
+}  // namespace
 
 std::int64_t ModelCache::bytes_allocated() const {
   std::int64_t b = 0;
@@ -73,16 +83,21 @@ arma::fmat forward(const WeightsAccess& W, const Config& c, const std::vector<st
   for (std::int64_t l = 0; l < c.num_hidden_layers; ++l) {
     W.with_layer(l, [&](const BlockWeightsF& B) {
       TraceScope scope(tr, fmt::format("layers.{}", l));
-      const arma::fmat attn_norm = rmsnorm(h, B.w_attn_norm, c.rms_norm_eps);
+      const arma::fmat attn_norm = timed_rmsnorm(h, B.w_attn_norm, c.rms_norm_eps, opt);
       TRACE(tr, "attn_norm", attn_norm);
       const arma::fmat u = mla_forward(attn_norm, B.attn, c, pos0,
                                        cache ? &cache->layers[static_cast<std::size_t>(l)] : nullptr,
                                        opt, tr);
       h += u;  // h_attn = h + u
       TRACE(tr, "h_attn", h);
-      const arma::fmat ffn_norm = rmsnorm(h, B.w_ffn_norm, c.rms_norm_eps);
+      const arma::fmat ffn_norm = timed_rmsnorm(h, B.w_ffn_norm, c.rms_norm_eps, opt);
       TRACE(tr, "ffn_norm", ffn_norm);
-      h += B.is_moe ? moe_forward(ffn_norm, B.moe, c, opt, tr) : swiglu_ffn(ffn_norm, B.dense, opt, tr);
+      if (B.is_moe) {
+        h += moe_forward(ffn_norm, B.moe, c, opt, tr);
+      } else {
+        StageTimer timer(opt.times, "dense_ffn");
+        h += swiglu_ffn(ffn_norm, B.dense, opt, tr);
+      }
       TRACE(tr, "h", h);
       if (!h.is_finite())
         throw std::runtime_error(fmt::format(
@@ -90,9 +105,11 @@ arma::fmat forward(const WeightsAccess& W, const Config& c, const std::vector<st
     });
     if (W.on_layer_done) W.on_layer_done(l, c.num_hidden_layers);
   }
-  const arma::fmat final_norm = rmsnorm(h, W.final_norm(), c.rms_norm_eps);
+  const arma::fmat final_norm = timed_rmsnorm(h, W.final_norm(), c.rms_norm_eps, opt);
   TRACE(tr, "final_norm", final_norm);
+  StageTimer head_timer(opt.times, "head");
   arma::fmat logits = W.head(final_norm, opt);  // logits: [V, T]
+  head_timer.stop();
   TRACE(tr, "logits", logits);
   return logits;
 }

@@ -15,6 +15,8 @@
 
 namespace dsr1::fast {
 
+struct StageTimes;  // stage_times.hpp
+
 struct Options {
   int threads = 1;             // worker threads (the caller counts as one)
   // Matrix products Y = W X (gemm.hpp): a task is an mc x nc block of Y; the inner dimension
@@ -30,6 +32,8 @@ struct Options {
   // Decode (a single new token): one task per block of decode_kb keys (scores, the block's
   // softmax and its part of z), merged in block order (mla.hpp).
   std::int64_t decode_kb = 512;
+  // Where the wall time of a pass goes, by stage (stage_times.hpp; dsr1 bench); null: not timed.
+  StageTimes* times = nullptr;
 };
 
 }  // namespace dsr1::fast

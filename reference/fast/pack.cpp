@@ -714,7 +714,7 @@ arma::fmat SourceModel::head(const arma::fmat& x, const Options& opt) const {
   // bits are those of the whole head's product.
   const u64 V = m.c.vocab_size, d = m.c.hidden_size, B = m.pk.block();
   const u64 chunk = std::max<u64>(B, (kChunkValues * 8) / std::max<u64>(d, 1) / B * B);
-  arma::fmat logits(static_cast<arma::uword>(V), x.n_cols);
+  arma::fmat logits(static_cast<arma::uword>(V), x.n_cols, arma::fill::none);  // every row block written below
   const std::string name = head_name(m.c);
   const WeightType form = m.pk.form(m.pk.fp8_class(name));
   for (u64 v0 = 0; v0 < V; v0 += chunk) {
