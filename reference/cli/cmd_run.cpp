@@ -69,12 +69,19 @@ fast::WeightType fast_weight_type(const RunArgs& a, const Config& c) {
   return a.source.model_dir.empty() ? fast::WeightType::F32 : fast::stored_weight_type(c);
 }
 
+// What the fast path's model fetched (fast::SourceModelCounters, read when the run is over).
+struct FastFacts {
+  bool mapped = false;
+  std::uint64_t layers = 0, experts = 0, mapped_bytes = 0;
+};
+
 // The fast path's logits [V, T], as double: prefill + decode with --decode-from, else one pass.
 // The weights come from the source as they are used (fast/source_model.hpp): a checkpoint's
 // matrices where they lie in the mapped files when it stores FP8, BF16 or F32 and the run
 // keeps that storage, else each layer packed when it runs and each routed expert when chosen.
 arma::mat run_fast(const RunArgs& a, const ModelSource::Opened& m,
-                   const std::vector<std::int64_t>& tokens, Tracer* tr, ProgressLine& progress) {
+                   const std::vector<std::int64_t>& tokens, Tracer* tr, ProgressLine& progress,
+                   FastFacts& facts) {
   fast::Options opt;
   opt.threads = fast_threads(a);
   fast::PackOptions po;
@@ -86,6 +93,8 @@ arma::mat run_fast(const RunArgs& a, const ModelSource::Opened& m,
                                 ? model.forward_incremental(tokens, a.decode_from, opt, tr)
                                 : model.forward(tokens, opt, tr);
   progress.count_also(nullptr);  // the model goes now
+  const fast::SourceModelCounters& n = model.counters();
+  facts = {model.mapped(), n.layers_fetched.load(), n.experts_fetched.load(), n.mapped_bytes_used.load()};
   return arma::conv_to<arma::mat>::from(logits);
 }
 
@@ -220,8 +229,9 @@ int run(const RunArgs& a) {
   arma::mat logits;
   arma::mat h_final;
   const WeightStore& W = *m.weights;
+  FastFacts fast_facts;
   if (a.fast) {
-    logits = run_fast(a, m, tokens, tr, progress);
+    logits = run_fast(a, m, tokens, tr, progress, fast_facts);
   } else if (a.decode_from >= 0) {
     logits = ref::forward_incremental(W, c, tokens, a.decode_from, opt, tr);
   } else {
@@ -282,6 +292,9 @@ int run(const RunArgs& a) {
     j["blocks_fetched"] = wc.blocks_fetched.load();
     j["experts_fetched"] = wc.experts_fetched.load();
     j["values_fetched"] = wc.values_fetched.load();
+    if (a.fast)  // the fast path fetches its own weights: matrices where they lie, or packed per layer
+      j["fast"] = {{"mapped", fast_facts.mapped}, {"layers_fetched", fast_facts.layers},
+                   {"experts_fetched", fast_facts.experts}, {"mapped_bytes_used", fast_facts.mapped_bytes}};
     if (!a.dump.empty()) j["dump"] = a.dump;
     if (!a.html.empty()) j["html"] = a.html;
     j["layers"] = nlohmann::json::array();  // one entry per layer of every pass, in order
@@ -314,6 +327,14 @@ int run(const RunArgs& a) {
                static_cast<double>(sc.values_dequantised.load()),
                static_cast<double>(sc.values_generated.load()), wc.blocks_fetched.load(),
                wc.experts_fetched.load());
+    if (a.fast)
+      fmt::print("fast path: {}; {} layers and {} routed experts fetched{}\n",
+                 fast_facts.mapped ? "the checkpoint's matrices used where they lie (mapped)"
+                                   : "weights packed a layer and a chosen expert at a time",
+                 fast_facts.layers, fast_facts.experts,
+                 fast_facts.mapped ? fmt::format(", {:.3g} GB of matrices used in place",
+                                                 static_cast<double>(fast_facts.mapped_bytes) / 1e9)
+                                   : "");
   }
   return 0;
 }
