@@ -21,6 +21,26 @@ namespace {
 
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
+// The key blocks of decode attention, as start offsets (n_blocks + 1 of them, the last n_keys):
+// blocks of kb keys, except that the last full block and the remainder are shared equally by
+// the last two blocks. 513 keys with kb = 512 are 257 + 256, not 512 + 1 (which left one thread
+// with all of the work); 8200 are 15 x 512 + 260 + 260. The count is that of kb-key blocks.
+std::vector<std::int64_t> decode_blocks(std::int64_t n_keys, std::int64_t kb) {
+  std::vector<std::int64_t> starts;
+  const std::int64_t full = n_keys / kb, rem = n_keys % kb;
+  const std::int64_t plain = rem == 0 || full == 0 ? full : full - 1;  // blocks of exactly kb keys
+  for (std::int64_t b = 0; b < plain; ++b) starts.push_back(b * kb);
+  const std::int64_t tail = n_keys - plain * kb;  // keys after them: 0, rem (< kb) or kb + rem
+  if (tail > kb) {
+    starts.push_back(plain * kb);
+    starts.push_back(plain * kb + (tail + 1) / 2);
+  } else if (tail > 0) {
+    starts.push_back(plain * kb);
+  }
+  starts.push_back(n_keys);
+  return starts;
+}
+
 // f(h, one) for every head h, the heads spread over the threads, each head's product on one
 // thread (`one`: opt with threads = 1). The per-head products (W_UK_h^T q_nope, W_UV_h z) are
 // small: dispatching each to the pool on its own cost a wake-up per head, 2 n_h per layer and
@@ -225,13 +245,18 @@ arma::fmat mla_forward(const arma::fmat& x, const MlaWeightsF& W, const Config& 
     // One task per block of decode_kb keys: its scores, its own softmax (block max m_b, sum
     // l_b) and its unnormalised z_b = P_b C_b, all while the block's cache rows are in cache,
     // so the latent cache is streamed from memory once. Then the blocks are merged in block
-    // order (merge_blocks). The blocks depend on decode_kb only, never on the thread count.
-    const std::int64_t kb = opt.decode_kb, n_blocks = (n_keys + kb - 1) / kb;
+    // order (merge_blocks). The blocks depend on decode_kb and the number of keys only, never on
+    // the thread count (decode_blocks: blocks of decode_kb keys, the last full one and the
+    // remainder shared by two blocks of half their keys each).
+    const std::int64_t kb = opt.decode_kb;
+    const std::vector<std::int64_t> starts = decode_blocks(n_keys, kb);
+    const std::int64_t n_blocks = static_cast<std::int64_t>(starts.size()) - 1;
     std::vector<float> block_m(static_cast<std::size_t>(n_blocks * R)),  // [R, n_blocks]
         block_l(static_cast<std::size_t>(n_blocks * R)),                 // [R, n_blocks]
         block_z(static_cast<std::size_t>(n_blocks * r_kv * R));          // [r_kv, R] per block
     parallel_for(opt.threads, n_blocks, [&](std::int64_t b) {
-      const std::int64_t j0 = b * kb, n = std::min(kb, n_keys - j0);
+      const std::int64_t j0 = starts[static_cast<std::size_t>(b)],
+                         n = starts[static_cast<std::size_t>(b) + 1] - j0;  // n <= kb
       thread_local std::vector<float> S;  // S: [R_pad, kb], the block's scores, then p
       S.resize(static_cast<std::size_t>(R_pad * kb));
       if (R_pad == MR)

@@ -16,13 +16,14 @@
 // visited in one fixed order, so the result does not depend on the thread count.
 //
 // Decode (n_h*T <= MR, e.g. one new token): the queries of all heads fit one micro-tile, so the
-// parallel split is over keys instead. One task per block of decode_kb keys computes, while the
+// parallel split is over keys instead. One task per block of decode_kb keys (the last full
+// block and the remainder shared equally by the last two: 513 keys are 257 + 256) computes, while the
 // block's cache rows are in cache (so the latent cache is streamed from memory once): the
 // block's scores (up to 16 rows use the 16-row tile gemm_rows16, so 16 heads are not padded to
 // 32; it prefetches the next 16 cache rows while it works), the block's own softmax (block max
 // m_b, p = exp(s - m_b), l_b = sum p in key order) and its unnormalised z_b = P_b C_b. Then the
 // blocks are merged in block order: m = max_b m_b, w_b = exp(m_b - m), z = sum_b w_b z_b /
-// sum_b w_b l_b. The blocks are fixed by decode_kb and merged in one order, so the result does
+// sum_b w_b l_b. The blocks are fixed by decode_kb and the key count, and merged in one order, so the result does
 // not depend on the thread count. Memory: [n_h*T, decode_kb] scores per thread and r_kv + 2
 // floats per row and block.
 #pragma once
